@@ -1,0 +1,403 @@
+"""Scenarios: a YAML definition plus a Python module of tools, loaded into validated types.
+
+A scenario folder holds `scenario.yaml` and the Python files it names (see docs/scenarios.md).
+Loading validates everything up front, including each task's oracle solution, so a broken
+scenario fails at load time with the file, the field or task, and the problem, not mid-rollout.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import pickle
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from trajalign.envs.actions import ActionError, ToolCall
+from trajalign.envs.tools import Tool, ToolDefinitionError, tool_from_function
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_FILE = "scenario.yaml"
+# Actions every tool-use environment provides on top of the scenario's tools.
+ASK_USER = "ask_user"
+FINAL_ANSWER = "final_answer"
+RESERVED_NAMES = (ASK_USER, FINAL_ANSWER)
+
+Split = Literal["train", "test"]
+
+
+class ScenarioError(ValueError):
+    """A scenario cannot be loaded; the message names the file, the field or task, and the problem."""
+
+
+class HiddenDetail(BaseModel):
+    """Something the user knows but did not say; the scripted user reveals it when asked."""
+
+    model_config = ConfigDict(extra="forbid")
+    keywords: list[str] = Field(min_length=1, description="A question mentioning any of these gets `reply`.")
+    reply: str
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    goal: str = Field(min_length=1, description="The user's first message.")
+    split: Split | None = Field(None, description="Assigned from `group` when omitted.")
+    group: str | None = Field(
+        None, description="Tasks of one group always share a split (e.g. the entity combination)."
+    )
+    initial_state: dict[str, Any] = Field(default_factory=dict)
+    hidden: list[HiddenDetail] = Field(default_factory=list)
+    required_outputs: list[str] = Field(
+        default_factory=list, description="Strings the final answer must contain (case-insensitive)."
+    )
+    expected_state: dict[str, Any] | None = Field(
+        None,
+        description="Keys the final state must match. When omitted, the final state must equal the "
+        "state the oracle solution leads to.",
+    )
+    oracle: list[ToolCall] = Field(min_length=1, description="A solution: actions that succeed.")
+
+
+class TaskGenerator(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generator: str = Field(description="'file.py:function'; called as function(count=..., seed=...).")
+    count: int = Field(gt=0)
+    seed: int = 0
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_turns: int = Field(20, gt=0, description="Agent actions before the episode is truncated.")
+    max_invalid_actions: int = Field(5, gt=0, description="Rejected actions before the episode ends.")
+    max_action_chars: int = Field(16384, gt=0, description="Longer actions are rejected unparsed.")
+    max_observation_chars: int = Field(8192, gt=0, description="Longer observations are cut.")
+
+
+class UserSimulatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["scripted"] = "scripted"
+    fallback_reply: str = "I have nothing to add to my request."
+
+
+class ScenarioFile(BaseModel):
+    """The schema of `scenario.yaml`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["tool_use"] = "tool_use"
+    description: str = ""
+    instructions: str = Field("", description="Extra guidance for the agent's system prompt.")
+    tools_module: str = "tools.py"
+    tools: list[str] = Field(min_length=1)
+    tasks: Any = Field(description="A list of tasks, or a TaskGenerator mapping; validated by the loader.")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    limits: Limits = Field(default_factory=Limits)
+    user_simulator: UserSimulatorSettings = Field(default_factory=UserSimulatorSettings)
+
+
+class Scenario(BaseModel):
+    """A loaded scenario: resolved tools, tasks with splits, and each task's goal state."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    name: str
+    kind: str
+    description: str
+    instructions: str
+    path: Path
+    tools: dict[str, Tool]
+    tasks: list[Task]
+    limits: Limits
+    user_simulator: UserSimulatorSettings
+    _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
+    _gold_states: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, _context: Any) -> None:
+        self._by_id.update({task.id: task for task in self.tasks})
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self._by_id[task_id]
+        except KeyError:
+            raise KeyError(f"scenario '{self.name}' has no task '{task_id}'") from None
+
+    def tasks_in(self, split: str) -> list[Task]:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return [task for task in self.tasks if task.split == split]
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        return [tool.openai_schema() for tool in self.tools.values()]
+
+    def succeeded(self, task: Task, final_state: dict[str, Any], answer: str | None) -> bool:
+        """Did the episode reach the task's goal state and give an answer with the required facts?"""
+        if answer is None:
+            return False
+        if task.expected_state is not None:
+            if not _matches(final_state, task.expected_state):
+                return False
+        elif final_state != self._gold_states[task.id]:
+            return False
+        folded = " ".join(answer.casefold().split())
+        return all(" ".join(fact.casefold().split()) in folded for fact in task.required_outputs)
+
+
+def copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON-like state; a pickle round trip is several times faster than deepcopy."""
+    return pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+
+
+def call_tool(tool: Tool, state: dict[str, Any], arguments: dict[str, Any]) -> Any:
+    """Run a tool; if it raises, the state is restored, so a refused call changes nothing."""
+    if not tool.takes_state:
+        return tool.function(**arguments)
+    snapshot = copy_state(state)
+    try:
+        return tool.function(state, **arguments)
+    except BaseException:
+        state.clear()
+        state.update(snapshot)
+        raise
+
+
+def builtin_scenarios() -> list[str]:
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.parent.name for p in BUILTIN_DIR.glob(f"*/{SCENARIO_FILE}"))
+
+
+def resolve_scenario_path(name_or_path: str | Path) -> Path:
+    """Map a built-in scenario name or a folder / YAML path to the scenario's YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        path = path / SCENARIO_FILE
+    if path.is_file():
+        return path.resolve()
+    builtin = BUILTIN_DIR / str(name_or_path) / SCENARIO_FILE
+    if builtin.is_file():
+        return builtin
+    raise ScenarioError(
+        f"no scenario '{name_or_path}': not a folder with {SCENARIO_FILE}, not a YAML file, and not a built-in "
+        f"scenario (built-in: {', '.join(builtin_scenarios()) or 'none'})."
+    )
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load and validate a scenario by built-in name, folder, or YAML path (cached per file)."""
+    path = resolve_scenario_path(name_or_path)
+    return _load_cached(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: Path, _mtime_ns: int) -> Scenario:
+    return _load(path)
+
+
+def _load(path: Path) -> Scenario:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of fields at the top level, got {type(raw).__name__}.")
+    try:
+        spec = ScenarioFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(_describe_errors(exc, str(path))) from None
+
+    module = _import_module(path.parent / spec.tools_module, spec.name, path, "tools_module")
+    tools = {}
+    for index, name in enumerate(spec.tools):
+        where = f"{path}: field 'tools[{index}]'"
+        if name in RESERVED_NAMES:
+            raise ScenarioError(f"{where}: '{name}' is a built-in action of every environment; rename the tool.")
+        function = getattr(module, name, None)
+        if not callable(function):
+            raise ScenarioError(f"{where}: '{name}' is not a function in {spec.tools_module}.")
+        try:
+            tools[name] = tool_from_function(function, name)
+        except ToolDefinitionError as exc:
+            raise ScenarioError(f"{where}: {exc}") from None
+
+    tasks = _load_tasks(spec, path)
+    scenario = Scenario(
+        name=spec.name,
+        kind=spec.kind,
+        description=spec.description,
+        instructions=spec.instructions,
+        path=path.parent,
+        tools=tools,
+        tasks=_assign_splits(tasks, spec.test_fraction),
+        limits=spec.limits,
+        user_simulator=spec.user_simulator,
+    )
+    for task in scenario.tasks:
+        scenario._gold_states[task.id] = _run_oracle(scenario, task, path)
+    return scenario
+
+
+def _load_tasks(spec: ScenarioFile, path: Path) -> list[Task]:
+    if isinstance(spec.tasks, list):
+        produced, origin = spec.tasks, "tasks item"
+    elif isinstance(spec.tasks, dict):
+        produced, origin = _generate_tasks(spec, path), "generated task"
+    else:
+        raise ScenarioError(
+            f"{path}: field 'tasks': expected a list of tasks or a mapping with 'generator' and 'count', "
+            f"got {_short_repr(spec.tasks)}."
+        )
+    tasks = []
+    for index, item in enumerate(produced):
+        try:
+            tasks.append(item if isinstance(item, Task) else Task.model_validate(item))
+        except ValidationError as exc:
+            raise ScenarioError(_describe_errors(exc, f"{path}: {origin} {index}")) from None
+    if not tasks:
+        raise ScenarioError(f"{path}: field 'tasks': the scenario has no tasks.")
+    seen: set[str] = set()
+    for task in tasks:
+        if task.id in seen:
+            raise ScenarioError(f"{path}: task id '{task.id}' appears more than once.")
+        seen.add(task.id)
+    return tasks
+
+
+def _generate_tasks(spec: ScenarioFile, path: Path) -> list[Any]:
+    try:
+        generator = TaskGenerator.model_validate(spec.tasks)
+    except ValidationError as exc:
+        raise ScenarioError(_describe_errors(exc, f"{path}: field 'tasks'")) from None
+    file_name, _, function_name = generator.generator.partition(":")
+    where = f"{path}: field 'tasks.generator'"
+    if not function_name:
+        raise ScenarioError(f"{where}: expected 'file.py:function', got {generator.generator!r}.")
+    module = _import_module(path.parent / file_name, spec.name, path, "tasks.generator")
+    generate = getattr(module, function_name, None)
+    if not callable(generate):
+        raise ScenarioError(f"{where}: '{function_name}' is not a function in {file_name}.")
+    try:
+        return list(generate(count=generator.count, seed=generator.seed))
+    except Exception as exc:
+        raise ScenarioError(f"{where}: the generator raised {_describe_exception(exc)}") from None
+
+
+def _assign_splits(tasks: Iterable[Task], test_fraction: float) -> list[Task]:
+    """Give each task without a split one from a stable hash of its group (or id).
+
+    Hashing the group keeps whole entity combinations on one side, so the test split holds
+    combinations that never occur in train.
+    """
+    assigned = []
+    for task in tasks:
+        if task.split is None:
+            key = (task.group or task.id).encode("utf-8")
+            bucket = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+            task = task.model_copy(update={"split": "test" if bucket < test_fraction else "train"})
+        assigned.append(task)
+    return assigned
+
+
+def _run_oracle(scenario: Scenario, task: Task, path: Path) -> dict[str, Any]:
+    """Replay a task's oracle; return the final state, or raise naming the task and the step."""
+    state = copy_state(task.initial_state)
+    answer = None
+    for step, call in enumerate(task.oracle, start=1):
+        where = f"{path}: task '{task.id}': oracle step {step} ({call.name})"
+        if call.name == ASK_USER:
+            continue
+        if call.name == FINAL_ANSWER:
+            answer = str(call.arguments.get("answer", ""))
+            break
+        tool = scenario.tools.get(call.name)
+        if tool is None:
+            raise ScenarioError(f"{where}: unknown tool '{call.name}'.")
+        try:
+            call_tool(tool, state, tool.bind(call))
+        except ActionError as exc:
+            raise ScenarioError(f"{where}: {exc}") from None
+        except Exception as exc:
+            raise ScenarioError(f"{where}: the tool raised {_describe_exception(exc)}") from None
+    if answer is None:
+        raise ScenarioError(f"{path}: task '{task.id}': the oracle never calls {FINAL_ANSWER}.")
+    if task.expected_state is not None and not _matches(state, task.expected_state):
+        raise ScenarioError(f"{path}: task '{task.id}': the oracle does not reach expected_state.")
+    missing = [fact for fact in task.required_outputs if fact.casefold() not in answer.casefold()]
+    if missing:
+        raise ScenarioError(f"{path}: task '{task.id}': the oracle's answer lacks required outputs {missing}.")
+    return state
+
+
+def _matches(state: Any, expected: Any) -> bool:
+    """True if every key in `expected` is in `state` with a matching value (recursively for dicts)."""
+    if isinstance(expected, dict):
+        return isinstance(state, dict) and all(k in state and _matches(state[k], v) for k, v in expected.items())
+    return state == expected
+
+
+def _import_module(file: Path, scenario_name: str, yaml_path: Path, field: str) -> Any:
+    where = f"{yaml_path}: field '{field}'"
+    if not file.is_file():
+        raise ScenarioError(f"{where}: file {file} does not exist.")
+    digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:10]
+    module_name = f"trajalign_scenario_{scenario_name.replace('-', '_').replace('.', '_')}_{file.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ScenarioError(f"{where}: {file} is not an importable Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # so pickling functions and dataclasses from it works
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise ScenarioError(f"{where}: importing {file.name} failed: {_describe_exception(exc)}") from None
+    return module
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """`Type: message (file.py line N)` for the innermost frame, which is where scenario code failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    location = ""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        location = f" ({Path(exc.filename or '?').name} line {exc.lineno})"
+    elif frames:
+        location = f" ({Path(frames[-1].filename).name} line {frames[-1].lineno})"
+    return f"{type(exc).__name__}: {exc}{location}"
+
+
+def _describe_errors(exc: ValidationError, where: str) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        given = error.get("input")
+        shown = "" if error["type"] == "missing" else f" (got {_short_repr(given)})"
+        lines.append(f"{where}: field '{field}': {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = [
+    "ASK_USER",
+    "FINAL_ANSWER",
+    "HiddenDetail",
+    "Limits",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioFile",
+    "Task",
+    "TaskGenerator",
+    "builtin_scenarios",
+    "call_tool",
+    "copy_state",
+    "load_scenario",
+]
