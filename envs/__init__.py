@@ -25,12 +25,23 @@ from trajalign.envs.user_sim import ScriptedUser, UserSimulator
 
 ENV_IDS = {"trajalign/ToolUse-v0": "trajalign.envs.tool_use:ToolUseEnv"}
 
+# Scenario kind -> the environment id that serves it.
+ENV_ID_BY_KIND = {"tool_use": "trajalign/ToolUse-v0"}
+
 for _env_id, _entry_point in ENV_IDS.items():
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=_entry_point, disable_env_checker=False)
+        gym.register(id=_env_id, entry_point=_entry_point)
+
+
+def make_env(scenario: str | Scenario, split: str = "train", **kwargs) -> gym.Env:
+    """`gym.make` the environment that serves a scenario's kind."""
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return gym.make(ENV_ID_BY_KIND[scenario.kind], scenario=scenario, split=split, **kwargs)
 
 __all__ = [
     "ENV_IDS",
+    "ENV_ID_BY_KIND",
     "ActionError",
     "HiddenDetail",
     "Limits",
@@ -48,5 +59,6 @@ __all__ = [
     "UserSimulator",
     "builtin_scenarios",
     "load_scenario",
+    "make_env",
     "parse_action",
 ]

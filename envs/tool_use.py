@@ -190,13 +190,17 @@ class ToolUseEnv(gym.Env[str, str]):
             raise ActionError(f"An action must be text, got {type(action).__name__}.")
         if len(action) > self.max_action_chars:
             raise ActionError(f"The action is {len(action)} characters long; the limit is {self.max_action_chars}.")
+        try:
+            action.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates cannot be echoed back or written to JSONL
+            action = action.encode("utf-8", errors="replace").decode("utf-8")
         return action
 
     def _dispatch(self, call: ToolCall) -> tuple[str, str, float]:
         """Run a parsed call; return (observation, observation role, seconds in the tool)."""
         tool = self._actions.get(call.name)
         if tool is None:
-            raise ActionError(f"Unknown tool '{call.name}'. Available: {', '.join(self._actions)}.")
+            raise ActionError(f"Unknown tool {call.name[:60]!r}. Available: {', '.join(self._actions)}.")
         arguments = tool.bind(call)
         if call.name == FINAL_ANSWER:
             self.answer = arguments["answer"]

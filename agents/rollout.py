@@ -1,0 +1,154 @@
+"""Run agents in environments and record trajectories.
+
+`run_episode` plays one episode. `run_rollouts` plays many, appends each finished trajectory to a
+JSONL file as soon as it ends, and skips episodes the file already holds, so an interrupted
+rollout resumes where it stopped when run again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from trajalign.agents.base import Agent
+from trajalign.envs import make_env
+from trajalign.envs.jsonl import JsonlReader, JsonlWriter
+from trajalign.envs.scenario import Scenario, Task
+from trajalign.envs.trajectory import STATUSES, EpisodeTiming, Trajectory, Turn
+
+
+def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: str | None = None) -> Trajectory:
+    """Play one episode. A crash in the environment or the agent ends it with status `env_error`."""
+    started_at, started = time.time(), time.perf_counter()
+    observation, info = env.reset(seed=seed, options={"task_id": task_id} if task_id else None)
+    first_info = info
+    turns = [Turn(role=info.get("observation_role", "user"), text=observation)]
+    rewards: list[float] = []
+    env_s, status, error = 0.0, "env_error", None
+    try:
+        agent.reset(observation, info, seed)
+        while True:
+            action = agent.act(observation, info)
+            turns.append(Turn(role="assistant", text=action.text, token_ids=action.token_ids,
+                              logprobs=action.logprobs, trainable=True))
+            step_started = time.perf_counter()
+            observation, reward, terminated, truncated, info = env.step(action.text)
+            env_s += time.perf_counter() - step_started
+            rewards.append(float(reward))
+            turns.append(Turn(role=info.get("observation_role", "observation"), text=observation))
+            if terminated or truncated:
+                status = info["status"]
+                break
+    except Exception as exc:  # recorded, not raised: one broken episode must not lose the rest
+        error = f"{type(exc).__name__}: {exc}"
+    return Trajectory(
+        scenario=first_info["scenario"],
+        task_id=first_info["task_id"],
+        split=first_info["split"],
+        seed=seed,
+        agent=agent.name,
+        turns=turns,
+        rewards=rewards,
+        reward=rewards[-1] if rewards and status != "env_error" else 0.0,
+        status=status,
+        timing=EpisodeTiming(started_at=started_at, duration_s=time.perf_counter() - started, env_s=env_s),
+        metadata={"error": error} if error else {},
+    )
+
+
+class RolloutSummary(BaseModel):
+    scenario: str
+    split: str
+    agent: str
+    episodes: int
+    success_rate: float
+    mean_reward: float
+    mean_turns: float
+    status_counts: dict[str, int]
+    env_steps: int
+    seconds: float
+    resumed_episodes: int = 0
+
+    def table(self) -> str:
+        rows = [
+            ("scenario", f"{self.scenario} ({self.split})"),
+            ("agent", self.agent),
+            ("episodes", str(self.episodes)),
+            ("success rate", f"{self.success_rate:.3f}"),
+            ("mean reward", f"{self.mean_reward:.3f}"),
+            ("mean turns", f"{self.mean_turns:.2f}"),
+            *((f"status {name}", str(count)) for name, count in self.status_counts.items()),
+        ]
+        width = max(len(key) for key, _ in rows)
+        return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def summarize(trajectories: list[Trajectory], scenario: str, split: str, agent: str, seconds: float = 0.0,
+              resumed_episodes: int = 0) -> RolloutSummary:
+    count = len(trajectories)
+    statuses = Counter(t.status for t in trajectories)
+    return RolloutSummary(
+        scenario=scenario,
+        split=split,
+        agent=agent,
+        episodes=count,
+        success_rate=statuses["success"] / count if count else 0.0,
+        mean_reward=sum(t.reward for t in trajectories) / count if count else 0.0,
+        mean_turns=sum(t.num_actions for t in trajectories) / count if count else 0.0,
+        status_counts={status: statuses[status] for status in STATUSES if statuses[status]},
+        env_steps=sum(len(t.rewards) for t in trajectories),
+        seconds=seconds,
+        resumed_episodes=resumed_episodes,
+    )
+
+
+def episode_plan(tasks: list[Task], episodes: int, seed: int) -> list[tuple[str, int]]:
+    """(task id, episode seed) for each episode: a seeded shuffle of the tasks, cycled if needed."""
+    order = [task.id for task in tasks]
+    random.Random(seed).shuffle(order)
+    return [(order[i % len(order)], seed + i) for i in range(episodes)]
+
+
+def run_rollouts(
+    scenario: Scenario,
+    make_agent: Callable[[], Agent],
+    split: str,
+    episodes: int,
+    seed: int,
+    out: str | Path,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RolloutSummary:
+    """Play `episodes` episodes and append their trajectories to `out`; return the summary."""
+    agent = make_agent()
+    agent_name = agent.name
+    plan = episode_plan(scenario.tasks_in(split), episodes, seed)
+    out = Path(out)
+    done: dict[tuple[str, int | None], Trajectory] = {}
+    if out.exists():
+        done = {(t.task_id, t.seed): t for t in JsonlReader(out, Trajectory)
+                if t.scenario == scenario.name and t.split == split and t.agent == agent_name}
+    resumed = [done[key] for key in plan if key in done]
+    todo = [key for key in plan if key not in done]
+    env = make_env(scenario, split, **(env_kwargs or {}))
+    trajectories = list(resumed)
+    started = time.perf_counter()
+    try:
+        with JsonlWriter(out) as writer, tqdm(total=len(plan), initial=len(resumed), disable=not progress,
+                                              desc=f"{scenario.name}/{split} {agent.name}", unit="ep") as bar:
+            for task_id, episode_seed in todo:
+                trajectory = run_episode(env, agent, seed=episode_seed, task_id=task_id)
+                writer.write(trajectory)
+                trajectories.append(trajectory)
+                bar.update()
+                bar.set_postfix(success=f"{sum(t.success for t in trajectories) / len(trajectories):.2f}", refresh=False)
+    finally:
+        env.close()
+    return summarize(trajectories, scenario.name, split, agent.name, time.perf_counter() - started, len(resumed))

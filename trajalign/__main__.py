@@ -1,0 +1,5 @@
+import sys
+
+from trajalign.cli import main
+
+sys.exit(main())
