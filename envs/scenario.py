@@ -192,11 +192,13 @@ def resolve_scenario_path(name_or_path: str | Path) -> Path:
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load and validate a scenario by built-in name, folder, or YAML path (cached per file)."""
     path = resolve_scenario_path(name_or_path)
-    return _load_cached(path, path.stat().st_mtime_ns)
+    # Keyed on the modification times of the folder's files, so an edited scenario is reloaded.
+    versions = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(path.parent.iterdir()) if p.is_file())
+    return _load_cached(path, versions)
 
 
 @functools.lru_cache(maxsize=32)
-def _load_cached(path: Path, _mtime_ns: int) -> Scenario:
+def _load_cached(path: Path, _versions: tuple[tuple[str, int], ...]) -> Scenario:
     return _load(path)
 
 
