@@ -40,9 +40,11 @@ def test_oracle_succeeds_on_a_sample_of_every_split(tool_use_scenario, split):
 
 def test_domain_is_genuinely_multi_turn(tool_use_scenario):
     tasks = tool_use_scenario.tasks
-    # The agent must look things up before acting: every oracle starts with a tool call and has several.
+    # The agent must look things up before acting: every oracle starts with a tool call and makes at
+    # least two before answering.
     assert all(task.oracle[0].name not in (ASK_USER, FINAL_ANSWER) for task in tasks)
-    assert sum(len(task.oracle) for task in tasks) / len(tasks) >= 4
+    assert all(sum(call.name not in (ASK_USER, FINAL_ANSWER) for call in task.oracle) >= 2 for task in tasks)
+    assert sum(len(task.oracle) for task in tasks) / len(tasks) >= 3.5
     # Later calls need values that only appear in earlier observations, not in the goal.
     later_values = [
         value for task in tasks for call in task.oracle[1:] if call.name not in (ASK_USER, FINAL_ANSWER)

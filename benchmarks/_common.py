@@ -1,0 +1,33 @@
+"""Shared output helpers for the benchmark scripts: every script writes JSON and a markdown table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import os
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_results(name: str, payload: dict, table: str) -> Path:
+    """Write `results/<name>.json` and `results/<name>.md`; return the markdown path."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    payload = {"benchmark": name, "date": stamp, "machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    markdown = RESULTS / f"{name}.md"
+    markdown.write_text(f"{table}\n\nRun {stamp} on {payload['machine']['cpus']} CPUs.\n")
+    return markdown
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
