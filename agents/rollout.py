@@ -7,11 +7,12 @@ rollout resumes where it stopped when run again with the same arguments.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gymnasium as gym
 from pydantic import BaseModel
@@ -116,6 +117,36 @@ def episode_plan(tasks: list[Task], episodes: int, seed: int) -> list[tuple[str,
     return [(order[i % len(order)], seed + i) for i in range(episodes)]
 
 
+Episodes = list[tuple[str, int]]
+# Plays the given (task id, seed) episodes and yields each trajectory as it finishes, in any order.
+Player = Callable[[Episodes], Iterator[Trajectory]]
+
+
+def record_rollouts(scenario: Scenario, split: str, plan: Episodes, out: str | Path | None, agent_name: str,
+                    play: Player, progress: bool = True) -> tuple[RolloutSummary, list[Trajectory]]:
+    """Play the planned episodes, appending each to `out` as it ends; episodes `out` already holds are kept."""
+    done: dict[tuple[str, int | None], Trajectory] = {}
+    if out is not None and Path(out).exists():
+        done = {(t.task_id, t.seed): t for t in JsonlReader(out, Trajectory)
+                if t.scenario == scenario.name and t.split == split and t.agent == agent_name}
+    trajectories = [done[key] for key in plan if key in done]
+    resumed = len(trajectories)
+    todo = [key for key in plan if key not in done]
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(JsonlWriter(out)) if out is not None else None
+        bar = stack.enter_context(tqdm(total=len(plan), initial=resumed, disable=not progress,
+                                       desc=f"{scenario.name}/{split} {agent_name}", unit="ep"))
+        for trajectory in play(todo):
+            if writer is not None:
+                writer.write(trajectory)
+            trajectories.append(trajectory)
+            bar.update()
+            bar.set_postfix(success=f"{sum(t.success for t in trajectories) / len(trajectories):.2f}", refresh=False)
+    summary = summarize(trajectories, scenario.name, split, agent_name, time.perf_counter() - started, resumed)
+    return summary, trajectories
+
+
 def run_rollouts(
     scenario: Scenario,
     make_agent: Callable[[], Agent],
@@ -126,29 +157,16 @@ def run_rollouts(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RolloutSummary:
-    """Play `episodes` episodes and append their trajectories to `out`; return the summary."""
+    """Play `episodes` episodes of a scripted agent and append their trajectories to `out`."""
     agent = make_agent()
-    agent_name = agent.name
-    plan = episode_plan(scenario.tasks_in(split), episodes, seed)
-    out = Path(out)
-    done: dict[tuple[str, int | None], Trajectory] = {}
-    if out.exists():
-        done = {(t.task_id, t.seed): t for t in JsonlReader(out, Trajectory)
-                if t.scenario == scenario.name and t.split == split and t.agent == agent_name}
-    resumed = [done[key] for key in plan if key in done]
-    todo = [key for key in plan if key not in done]
-    env = make_env(scenario, split, **(env_kwargs or {}))
-    trajectories = list(resumed)
-    started = time.perf_counter()
-    try:
-        with JsonlWriter(out) as writer, tqdm(total=len(plan), initial=len(resumed), disable=not progress,
-                                              desc=f"{scenario.name}/{split} {agent.name}", unit="ep") as bar:
+
+    def play(todo: Episodes) -> Iterator[Trajectory]:
+        env = make_env(scenario, split, **(env_kwargs or {}))
+        try:
             for task_id, episode_seed in todo:
-                trajectory = run_episode(env, agent, seed=episode_seed, task_id=task_id)
-                writer.write(trajectory)
-                trajectories.append(trajectory)
-                bar.update()
-                bar.set_postfix(success=f"{sum(t.success for t in trajectories) / len(trajectories):.2f}", refresh=False)
-    finally:
-        env.close()
-    return summarize(trajectories, scenario.name, split, agent.name, time.perf_counter() - started, len(resumed))
+                yield run_episode(env, agent, seed=episode_seed, task_id=task_id)
+        finally:
+            env.close()
+
+    plan = episode_plan(scenario.tasks_in(split), episodes, seed)
+    return record_rollouts(scenario, split, plan, out, agent.name, play, progress)[0]

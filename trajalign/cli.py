@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from trajalign.agents import Agent, NoiseRates, NoisyOracleAgent, OracleAgent, RandomAgent, run_rollouts
+from trajalign.agents.rollout import Player, episode_plan, record_rollouts
 from trajalign.envs import Scenario, ScenarioError, builtin_scenarios, load_scenario
 
 
@@ -38,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rollout = commands.add_parser("rollout", help="roll out an agent and append trajectories to a JSONL file")
     rollout.add_argument("--scenario", required=True, help="built-in name, scenario folder, or YAML file")
-    rollout.add_argument("--agent", default="oracle", choices=["oracle", "noisy", "random"])
+    rollout.add_argument("--agent", default="oracle", metavar="oracle|noisy|random|MODEL_DIR",
+                         help="a scripted agent, or a Hugging Face model directory to sample actions from")
     rollout.add_argument("--split", default="train", choices=["train", "test"])
     rollout.add_argument("--episodes", type=int, default=20)
     rollout.add_argument("--seed", type=int, default=0)
@@ -47,7 +49,33 @@ def _parser() -> argparse.ArgumentParser:
     rollout.add_argument("--noise", type=json.loads, default=None, metavar="JSON",
                          help='noisy agent rates, e.g. \'{"wrong_tool": 0.1, "premature_answer": 0.0}\'')
     rollout.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_arguments(rollout, default_temperature=1.0)
     rollout.set_defaults(handler=_rollout)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on held-out tasks: success, reward, pass^k")
+    evaluate.add_argument("--model", required=True, type=Path, help="Hugging Face model directory")
+    evaluate.add_argument("--scenario", required=True, help="built-in name, scenario folder, or YAML file")
+    evaluate.add_argument("--split", default="test", choices=["train", "test"])
+    evaluate.add_argument("--episodes", type=int, default=50, help="number of tasks")
+    evaluate.add_argument("--samples", type=int, default=1, help="attempts per task; pass^k is reported for k = 1..samples")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", type=Path, help="also append the trajectories to this JSONL file")
+    evaluate.add_argument("--summary-json", type=Path, help="also write the summary to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_model_arguments(evaluate, default_temperature=None)
+    evaluate.set_defaults(handler=_eval)
+
+    model = commands.add_parser("model", help="build local models").add_subparsers(dest="model_command", required=True)
+    init = model.add_parser("init", help="train a tokenizer on scenarios and save a randomly initialized tiny model")
+    init.add_argument("--scenario", action="append", required=True,
+                      help="built-in name, scenario folder, or YAML file; repeat for several")
+    init.add_argument("--out", required=True, type=Path, help="directory to save the model and tokenizer in")
+    init.add_argument("--size", default="tiny", choices=["tiny", "small"])
+    init.add_argument("--architecture", default="llama", choices=["llama", "qwen2", "gpt2"])
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--max-tasks", type=int, default=None, metavar="N",
+                      help="train the tokenizer on at most N train tasks per scenario (default: all)")
+    init.set_defaults(handler=_model_init)
     return parser
 
 
@@ -83,22 +111,105 @@ def _scenarios_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser, default_temperature: float | None) -> None:
+    group = parser.add_argument_group("language-model agents")
+    group.add_argument("--batch-size", type=int, default=8, help="environments stepped together (batched generation)")
+    group.add_argument("--temperature", type=float, default=default_temperature,
+                       help="0 is greedy" + ("" if default_temperature is not None else
+                                             " (default: 0 with --samples 1, else 1.0)"))
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--max-new-tokens", type=int, default=96, help="an action is cut at this many tokens")
+    group.add_argument("--no-cache-reuse", action="store_true",
+                       help="recompute the whole conversation each turn instead of keeping its KV cache")
+
+
+def _load_policy(model_dir: Path, args: argparse.Namespace, temperature: float) -> Any:
+    # Imported here: torch and transformers take seconds to import and scripted agents do not need them.
+    from trajalign.agents.llm import LLMPolicy, SamplingConfig
+
+    sampling = SamplingConfig(temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                              seed=args.seed)
+    return LLMPolicy.from_pretrained(model_dir, sampling, reuse_cache=not args.no_cache_reuse)
+
+
+def _play_with_policy(policy: Any, scenario: Scenario, split: str, batch_size: int) -> Player:
+    from trajalign.agents.llm_rollout import play_llm_episodes
+
+    return lambda todo: play_llm_episodes(policy, scenario, split, todo, batch_size)
+
+
 def _rollout(args: argparse.Namespace) -> int:
     if args.episodes <= 0:
         print("error: --episodes must be positive", file=sys.stderr)
         return 2
     scenario = load_scenario(args.scenario)
-    make_agent = _agent_factory(args, scenario)
-    summary = run_rollouts(scenario, make_agent, args.split, args.episodes, args.seed, args.out,
-                           progress=not args.no_progress)
+    if args.agent in SCRIPTED_AGENTS:
+        summary = run_rollouts(scenario, _agent_factory(args, scenario), args.split, args.episodes, args.seed,
+                               args.out, progress=not args.no_progress)
+    elif Path(args.agent).is_dir():
+        policy = _load_policy(Path(args.agent), args, args.temperature)
+        plan = episode_plan(scenario.tasks_in(args.split), args.episodes, args.seed)
+        summary, _ = record_rollouts(scenario, args.split, plan, args.out, policy.name,
+                                     _play_with_policy(policy, scenario, args.split, args.batch_size),
+                                     progress=not args.no_progress)
+    else:
+        print(f"error: --agent must be one of {', '.join(SCRIPTED_AGENTS)} or a model directory; "
+              f"{args.agent!r} is neither", file=sys.stderr)
+        return 2
     if summary.resumed_episodes:
         print(f"{summary.resumed_episodes} episode(s) were already in {args.out} and were kept.")
     print(summary.table())
     print(f"trajectories: {args.out}")
-    if args.summary_json:
-        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(summary.model_dump_json(indent=2) + "\n")
+    _write_summary(args.summary_json, summary)
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from trajalign.agents.evaluate import eval_plan, summarize_eval
+
+    if args.episodes <= 0 or args.samples <= 0:
+        print("error: --episodes and --samples must be positive", file=sys.stderr)
+        return 2
+    scenario = load_scenario(args.scenario)
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.samples == 1 else 1.0)
+    if temperature == 0 and args.samples > 1:
+        print("warning: greedy decoding makes every sample of a task the same; pass^k then equals pass^1",
+              file=sys.stderr)
+    policy = _load_policy(args.model, args, temperature)
+    plan = eval_plan(scenario.tasks_in(args.split), args.episodes, args.samples, args.seed)
+    summary, trajectories = record_rollouts(scenario, args.split, plan, args.out, policy.name,
+                                            _play_with_policy(policy, scenario, args.split, args.batch_size),
+                                            progress=not args.no_progress)
+    result = summarize_eval(summary, trajectories, args.samples)
+    print(result.table())
+    _write_summary(args.summary_json, result)
+    return 0
+
+
+def _write_summary(path: Path | None, summary: Any) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(summary.model_dump_json(indent=2) + "\n")
+
+
+def _model_init(args: argparse.Namespace) -> int:
+    if args.max_tasks is not None and args.max_tasks <= 0:
+        print("error: --max-tasks must be positive", file=sys.stderr)
+        return 2
+    # Imported here: torch and transformers take seconds to import and only this command needs them.
+    from trajalign.agents.tiny import build_tiny_model, read_model_info
+
+    out = build_tiny_model(args.scenario, args.out, size=args.size, seed=args.seed, architecture=args.architecture,
+                           max_tasks_per_scenario=args.max_tasks)
+    info = read_model_info(out)
+    print(f"model: {out}")
+    print(f"architecture: {info['architecture']} ({info['size']}), {info['num_parameters']:,} parameters")
+    print(f"vocab size: {info['vocab_size']}")
+    print(f"scenarios: {', '.join(info['scenarios'])}")
+    return 0
+
+
+SCRIPTED_AGENTS = ("oracle", "noisy", "random")
 
 
 def _agent_factory(args: argparse.Namespace, scenario: Scenario) -> Callable[[], Agent]:
