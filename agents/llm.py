@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from trajalign.agents.chat import ChatFormat
 
@@ -139,7 +140,8 @@ class LLMPolicy:
             position_ids[i, width_new - len(ids):] = torch.arange(length, length + len(ids))
             mask[i, width_past - length:width_past] = 1
             mask[i, width_past + width_new - len(ids):] = 1
-        cache = self._batched_cache(caches, width_past, device)
+        capacity = width_past + width_new + self.sampling.max_new_tokens
+        cache = self._batched_cache(caches, width_past, capacity, device)
         output = self._forward(input_ids.to(device), mask.to(device), position_ids.to(device), cache)
         cache = self._cache_of(output)
         logits = output.logits[:, -1].float()
@@ -218,21 +220,25 @@ class LLMPolicy:
         generator.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1)
         return generator
 
-    def _batched_cache(self, caches: list[KVCache | None], width: int, device: torch.device) -> DynamicCache:
+    def _batched_cache(self, caches: list[KVCache | None], width: int, capacity: int, device: torch.device) -> DynamicCache:
+        """A batch cache with room for `capacity` tokens, holding each row's prefix right-aligned in `width`."""
+        cache = DynamicCache()
         if width == 0:
-            return DynamicCache()
-        template = next(cache for cache in caches if cache is not None).layers
+            cache.layers = [_BufferedLayer(capacity) for _ in range(self.model.config.get_text_config().num_hidden_layers)]
+            return cache
+        template = next(row_cache for row_cache in caches if row_cache is not None).layers
         layers = []
         for layer, (keys, values) in enumerate(template):
-            batch_keys = keys.new_zeros((len(caches), keys.shape[1], width, keys.shape[3]))
-            batch_values = values.new_zeros((len(caches), values.shape[1], width, values.shape[3]))
-            for i, cache in enumerate(caches):
-                if cache is not None:
-                    k, v = cache.layers[layer]
-                    batch_keys[i, :, width - k.shape[2]:] = k[0]
-                    batch_values[i, :, width - v.shape[2]:] = v[0]
-            layers.append((batch_keys.to(device), batch_values.to(device)))
-        return DynamicCache(ddp_cache_data=layers)
+            batch_keys = keys.new_zeros((len(caches), keys.shape[1], capacity, keys.shape[3]), device=device)
+            batch_values = values.new_zeros((len(caches), values.shape[1], capacity, values.shape[3]), device=device)
+            for i, row_cache in enumerate(caches):
+                if row_cache is not None:
+                    k, v = row_cache.layers[layer]
+                    batch_keys[i, :, width - k.shape[2]:width] = k[0]
+                    batch_values[i, :, width - v.shape[2]:width] = v[0]
+            layers.append(_BufferedLayer(capacity, batch_keys, batch_values, width))
+        cache.layers = layers
+        return cache
 
     @staticmethod
     def _row_cache(cache: DynamicCache, mask_row: torch.Tensor, index: int) -> KVCache:
@@ -240,3 +246,39 @@ class LLMPolicy:
         # The last sampled token was never fed to the model, so the cache ends one token short.
         return KVCache([(layer.keys[index:index + 1, :, keep].clone(), layer.values[index:index + 1, :, keep].clone())
                         for layer in cache.layers])
+
+
+class _BufferedLayer(DynamicLayer):
+    """A cache layer that writes into buffers allocated once, instead of concatenating every step.
+
+    `keys` and `values` are views of the filled part, so the rest of transformers sees an ordinary
+    dynamic layer; decoding no longer copies the whole cache for each new token.
+    """
+
+    def __init__(self, capacity: int, keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
+                 length: int = 0):
+        super().__init__()
+        self.capacity = capacity
+        self._keys, self._values = keys, values
+        if keys is not None:
+            self.is_initialized, self.device = True, keys.device
+            self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        start = self.keys.shape[2] if self._keys is not None else 0
+        end = start + key_states.shape[2]
+        if self._keys is None or end > self._keys.shape[2]:
+            self._grow(key_states, value_states, start, max(end, self.capacity))
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, filled: int, capacity: int) -> None:
+        shape = (key_states.shape[0], key_states.shape[1], capacity)
+        keys = key_states.new_zeros((*shape, key_states.shape[3]))
+        values = value_states.new_zeros((*shape, value_states.shape[3]))
+        if self._keys is not None:
+            keys[:, :, :filled], values[:, :, :filled] = self._keys[:, :, :filled], self._values[:, :, :filled]
+        self._keys, self._values, self.capacity = keys, values, capacity
+        self.is_initialized, self.device = True, keys.device
