@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--max-tasks", type=int, default=None, metavar="N",
                       help="train the tokenizer on at most N train tasks per scenario (default: all)")
     init.set_defaults(handler=_model_init)
+
+    sft = commands.add_parser("sft", help="fine-tune a model on trajectories (supervised, successful ones by default)")
+    sft.add_argument("--model", required=True, type=Path, help="Hugging Face model directory to start from")
+    sft.add_argument("--data", action="append", required=True, type=Path,
+                     help="trajectory JSONL file; repeat for several")
+    sft.add_argument("--out", required=True, type=Path,
+                     help="run directory; running again with the same one resumes from its latest checkpoint")
+    sft.add_argument("--epochs", type=int, help="passes over the training data (default 3)")
+    sft.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    sft.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    sft.add_argument("--batch-size", type=int, help="trajectories per optimizer step (default 8)")
+    sft.add_argument("--micro-batch-size", type=int, help="trajectories per forward pass (default 4)")
+    sft.add_argument("--max-minutes", type=float, help="stop, save and report after this many minutes")
+    sft.add_argument("--seed", type=int, help="data order and dropout (default 0)")
+    sft.add_argument("--scenario", action="append", default=[], metavar="PATH",
+                     help="folder or YAML file of a scenario the data comes from that is not built in; repeat for several")
+    sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sft.set_defaults(handler=_sft)
     return parser
 
 
@@ -206,6 +224,41 @@ def _model_init(args: argparse.Namespace) -> int:
     print(f"architecture: {info['architecture']} ({info['size']}), {info['num_parameters']:,} parameters")
     print(f"vocab size: {info['vocab_size']}")
     print(f"scenarios: {', '.join(info['scenarios'])}")
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    # Imported here: torch and transformers take seconds to import and only this command needs them.
+    from pydantic import ValidationError
+
+    from trajalign.agents.sft import SFTConfig, SFTError, train_sft
+
+    settings = {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
+                "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seed": args.seed,
+                "max_seconds": args.max_minutes * 60 if args.max_minutes is not None else None}
+    try:
+        config = SFTConfig(**{key: value for key, value in settings.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        return 2
+    scenario_paths = {load_scenario(path).name: path for path in args.scenario}
+    try:
+        result = train_sft(args.model, args.data, args.out, config, scenario_paths, progress=not args.no_progress)
+    except SFTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = result.counts
+    state = "complete" if result.complete else "stopped at the time limit; run again to continue"
+    print(f"model: {result.model_path}")
+    print(f"steps: {result.steps}/{result.total_steps} ({state}), {result.seconds:.1f}s, "
+          f"{result.tokens_per_second:,.0f} tokens/s")
+    print(f"data: {counts.train} train and {counts.val} validation trajectories ({counts.not_successful} not "
+          f"successful, {counts.too_long} too long, {counts.bad_lines} bad lines skipped)")
+    if result.final_train_loss is not None:
+        print(f"train loss: {result.final_train_loss:.4f}")
+    if result.final_val_loss is not None:
+        print(f"val loss: {result.final_val_loss:.4f} (token accuracy {result.final_val_token_accuracy:.3f})")
     return 0
 
 
