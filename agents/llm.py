@@ -26,6 +26,16 @@ from transformers.cache_utils import DynamicLayer
 from trajalign.agents.chat import ChatFormat
 
 
+def cache_argument(model: Any) -> str:
+    """The forward() keyword for a KV cache: transformers 5.x renamed `past_key_values` to `cache`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(output: Any) -> DynamicCache:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 class SamplingConfig(BaseModel):
     temperature: float = Field(1.0, ge=0.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -77,9 +87,7 @@ class LLMPolicy:
         config = model.config
         self.max_context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
         self.name = Path(getattr(config, "_name_or_path", "") or "llm").name or "llm"
-        # transformers 5.x renamed `past_key_values` to `cache`; accept either.
-        parameters = inspect.signature(model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._cache_kwarg = cache_argument(model)
         self._prefix_caches: dict[tuple[int, ...], KVCache] = {}
 
     @classmethod
@@ -199,8 +207,7 @@ class LLMPolicy:
 
     @staticmethod
     def _cache_of(output: Any) -> DynamicCache:
-        cache = getattr(output, "cache", None)
-        return cache if cache is not None else output.past_key_values
+        return output_cache(output)
 
     def _choose(self, logits: torch.Tensor, generator: torch.Generator) -> int:
         sampling = self.sampling

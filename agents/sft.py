@@ -46,7 +46,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
+from transformers import DynamicCache
+
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, trajectory_tokens
+from trajalign.agents.llm import cache_argument, output_cache
 from trajalign.envs.jsonl import JsonlReader
 from trajalign.envs.scenario import ScenarioError, load_scenario
 from trajalign.envs.trajectory import Trajectory
@@ -54,6 +57,8 @@ from trajalign.envs.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
+# A shared prefix shorter than this is not worth a separate forward.
+MIN_SHARED_PREFIX = 32
 # Settings that may differ when a run is resumed: they say how long and how often, not what is learned.
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "max_seconds", "eval_every", "save_every", "device"})
 
@@ -254,7 +259,10 @@ def token_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     targets = batch["labels"][:, 1:].to(device)
     positions = (targets != -100).any(dim=0).nonzero().squeeze(1)
-    if _accepts_logits_to_keep(model):
+    prefix = shared_prefix_length(input_ids, attention_mask, int(positions[0]) if len(positions) else 0)
+    if prefix >= MIN_SHARED_PREFIX and _accepts_logits_to_keep(model):
+        logits = _forward_with_shared_prefix(model, input_ids, attention_mask, prefix, positions)
+    elif _accepts_logits_to_keep(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions,
                        use_cache=False).logits
     else:
@@ -264,6 +272,36 @@ def token_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     trained = targets != -100
     correct = int((logits.argmax(-1)[trained] == targets[trained]).sum())
     return nll, int(trained.sum()), correct
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, first_prediction: int) -> int:
+    """Tokens every row begins with (the system prompt, at least), up to the first trained prediction.
+
+    Rows of one scenario share their system prompt; the forward computes it once for the batch.
+    """
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)
+    differing = (~same).nonzero()
+    common = int(differing[0]) if len(differing) else input_ids.shape[1]
+    return min(common, first_prediction)
+
+
+def _forward_with_shared_prefix(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: int,
+                                positions: torch.Tensor) -> torch.Tensor:
+    """Logits at `positions`, computing the rows' common prefix once and the rest per row.
+
+    The prefix's keys and values are computed for one row, with gradient, and broadcast to the
+    batch; the same attention as a plain forward, with the prefix's cost paid once.
+    """
+    rows, width = input_ids.shape
+    output = model(input_ids=input_ids[:1, :prefix], use_cache=True, logits_to_keep=1)
+    shared = output_cache(output)
+    cache = DynamicCache(ddp_cache_data=[(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+                                         for layer in shared.layers])
+    position_ids = torch.arange(prefix, width, device=input_ids.device).expand(rows, -1)
+    return model(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=position_ids,
+                 logits_to_keep=positions - prefix, use_cache=True, **{cache_argument(model): cache}).logits
 
 
 def masked_nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

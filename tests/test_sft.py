@@ -173,6 +173,33 @@ def test_gradient_accumulation_equals_the_full_batch(model_dir, fmt, trajectorie
         assert max((a - b).abs().max().item() for a, b in zip(grads, full)) < 1e-6
 
 
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_shared_prefix_forward_equals_the_plain_forward(tmp_path, fmt, trajectories, system, monkeypatch, architecture):
+    """Computing the rows' common system prompt once gives the plain forward's loss and gradients."""
+    from trajalign.agents import sft
+
+    path = build_tiny_model(["retail"], tmp_path / architecture, architecture=architecture, max_tasks_per_scenario=5)
+    model = _model(path).eval()
+    own_format = ChatFormat(AutoTokenizer.from_pretrained(path))
+    batch = collate([build_example(own_format, t, system) for t in trajectories[:4]], own_format.tokenizer.pad_token_id)
+    prefix = sft.shared_prefix_length(batch["input_ids"], batch["attention_mask"], first_prediction=10**9)
+    assert prefix >= len(own_format.encode(system)) >= sft.MIN_SHARED_PREFIX
+
+    def loss_and_gradients():
+        model.zero_grad(set_to_none=True)
+        nll, tokens, correct = sft.token_nll(model, batch)
+        nll.backward()
+        return nll.item(), tokens, correct, [p.grad.clone() for p in model.parameters()]
+
+    shared = loss_and_gradients()
+    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 10**9)  # force the plain forward
+    plain = loss_and_gradients()
+    assert shared[1:3] == plain[1:3]
+    assert shared[0] == pytest.approx(plain[0], rel=1e-6)
+    scale = max(g.abs().max().item() for g in plain[3])
+    assert max((a - b).abs().max().item() for a, b in zip(shared[3], plain[3])) < 1e-5 * scale
+
+
 def test_data_loading_counts_skips(fmt, oracle_file, trajectories, tmp_path, caplog):
     failed = trajectories[1].model_copy(update={"status": "failure"})
     path = tmp_path / "mixed.jsonl"
