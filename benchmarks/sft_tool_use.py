@@ -3,16 +3,18 @@
 Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or noisy-oracle)
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
-    python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3]
+    python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import yaml
 from _common import markdown_table, write_results
 
 from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
@@ -22,7 +24,20 @@ from trajalign.agents.llm_rollout import play_llm_episodes
 from trajalign.agents.rollout import record_rollouts
 from trajalign.agents.sft import SFTConfig, train_sft
 from trajalign.agents.tiny import build_tiny_model
-from trajalign.envs import load_scenario
+from trajalign.envs import Scenario, load_scenario
+
+
+def with_task_count(scenario: Scenario, count: int, root: Path) -> Path:
+    """A copy of a generator-based scenario folder that generates `count` tasks."""
+    copy = root / f"{scenario.name}-{count}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(scenario.path, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = yaml.safe_load((copy / "scenario.yaml").read_text())
+    if not isinstance(spec.get("tasks"), dict):
+        raise SystemExit(f"--task-count needs a scenario whose tasks come from a generator; {scenario.name}'s do not")
+    spec["tasks"]["count"] = count
+    (copy / "scenario.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return copy
 
 
 def main() -> int:
@@ -35,15 +50,19 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
     parser.add_argument("--eval-episodes", type=int, default=1000, help="test tasks to evaluate (capped at the split)")
+    parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     args = parser.parse_args()
 
-    scenario = load_scenario(args.scenario)
-    out = args.out / f"{args.scenario}-{args.size}-{args.data}"
+    scenario_path = args.scenario
+    if args.task_count:
+        scenario_path = with_task_count(load_scenario(args.scenario), args.task_count, args.out / "scenarios")
+    scenario = load_scenario(scenario_path)
+    out = args.out / f"{scenario.name}-{args.size}-{args.data}"
     timings = {}
 
     started = time.perf_counter()
-    model_dir = build_tiny_model([args.scenario], out / "init", size=args.size)
+    model_dir = build_tiny_model([scenario], out / "init", size=args.size)
     timings["model_init_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -56,7 +75,7 @@ def main() -> int:
 
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
                        max_seconds=args.minutes * 60, eval_every=100, save_every=200)
-    sft = train_sft(model_dir, [data], out / "sft", config, progress=True)
+    sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path}, progress=True)
     timings["sft_s"] = sft.seconds
 
     started = time.perf_counter()
@@ -68,7 +87,7 @@ def main() -> int:
     result = summarize_eval(summary, trajectories, samples=1)
     timings["eval_s"] = time.perf_counter() - started
 
-    row = [args.scenario, args.size, args.data, sft.steps, f"{sft.seconds / 60:.1f}", f"{sft.final_val_loss:.3f}",
+    row = [scenario.name, args.size, args.data, sft.steps, f"{sft.seconds / 60:.1f}", f"{sft.final_val_loss:.3f}",
            result.episodes, f"{result.success_rate:.1%}", f"{result.mean_reward:.3f}",
            ", ".join(f"{k} {v}" for k, v in result.status_counts.items())]
     table = markdown_table(["scenario", "size", "data", "SFT steps", "SFT minutes", "val loss", "test episodes",
@@ -76,7 +95,7 @@ def main() -> int:
     print(table)
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
                "eval": result.model_dump(mode="json")}
-    print(f"results: {write_results(f'sft_{args.scenario}_{args.size}', payload, table)}")
+    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{len(scenario.tasks)}tasks_lr{args.lr:g}', payload, table)}")
     return 0
 
 
