@@ -21,10 +21,8 @@ class EvalSummary(RolloutSummary):
     samples: int
     pass_hat_k: dict[int, float]
 
-    def table(self) -> str:
-        rows = [super().table()]
-        rows += [f"{f'pass^{k}':<28} {value:.3f}" for k, value in self.pass_hat_k.items()]
-        return "\n".join(rows)
+    def rows(self) -> list[tuple[str, str]]:
+        return super().rows() + [(f"pass^{k}", f"{value:.3f}") for k, value in self.pass_hat_k.items()]
 
 
 def eval_plan(tasks: list[Task], episodes: int, samples: int, seed: int) -> list[tuple[str, int]]:

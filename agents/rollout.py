@@ -78,7 +78,12 @@ class RolloutSummary(BaseModel):
     resumed_episodes: int = 0
 
     def table(self) -> str:
-        rows = [
+        rows = self.rows()
+        width = max(len(key) for key, _ in rows)
+        return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
             ("scenario", f"{self.scenario} ({self.split})"),
             ("agent", self.agent),
             ("episodes", str(self.episodes)),
@@ -87,8 +92,6 @@ class RolloutSummary(BaseModel):
             ("mean turns", f"{self.mean_turns:.2f}"),
             *((f"status {name}", str(count)) for name, count in self.status_counts.items()),
         ]
-        width = max(len(key) for key, _ in rows)
-        return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
 
 
 def summarize(trajectories: list[Trajectory], scenario: str, split: str, agent: str, seconds: float = 0.0,

@@ -4,7 +4,7 @@ The same planned episodes are played at each batch size with the same model, so 
 only in how many environments share a generation batch. A last row turns off KV-cache reuse
 across turns at the largest batch, to show what reuse buys. Target: batch 8 >= 3x batch 1.
 
-    python benchmarks/rollout_throughput.py [--model DIR] [--scenario retail] [--episodes 16]
+    python benchmarks/rollout_throughput.py [--model DIR] [--scenario retail] [--episodes 32]
 
 Without --model, a tiny model is built with `trajalign model init` defaults (random weights).
 """
@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model directory (default: build a tiny one)")
     parser.add_argument("--scenario", default="retail")
-    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=1.0)

@@ -23,7 +23,7 @@ from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
 from trajalign.agents.rollout import record_rollouts
 from trajalign.agents.sft import SFTConfig, train_sft
-from trajalign.agents.tiny import build_tiny_model
+from trajalign.agents.tiny import build_tiny_model, read_model_info
 from trajalign.envs import Scenario, load_scenario
 
 
@@ -93,9 +93,10 @@ def main() -> int:
     table = markdown_table(["scenario", "size", "data", "SFT steps", "SFT minutes", "val loss", "test episodes",
                             "test success", "mean reward", "statuses"], [row])
     print(table)
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
+    layers = read_model_info(model_dir)["layers"]
+    payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
                "eval": result.model_dump(mode="json")}
-    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{len(scenario.tasks)}tasks_lr{args.lr:g}', payload, table)}")
+    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}', payload, table)}")
     return 0
 
 

@@ -76,7 +76,7 @@ def test_directory_contents_config_and_provenance(llama_dir, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(llama_dir, local_files_only=True)
     config = model.config
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
-        128, 4, 4, 384)
+        128, 2, 8, 256)
     assert config.max_position_embeddings == 2048 and config.tie_word_embeddings
     assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     assert config.vocab_size == len(tokenizer) <= SIZES["tiny"]["vocab_size"]
