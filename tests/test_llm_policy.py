@@ -93,8 +93,14 @@ def test_sampling_is_reproducible_and_greedy_is_deterministic(models, retail):
     assert [t.turns for t in first] == [t.turns for t in second]
     greedy = _policy(models["llama"], temperature=0.0)
     trajectory = _play(greedy, retail, 1, 1)[0]
-    step = next(turn for turn in trajectory.turns if turn.role == "assistant")
-    assert all(lp > -20 for lp in step.logprobs)
+    ids = torch.tensor([[token for turn in trajectory.turns for token in turn.token_ids]])
+    with torch.no_grad():
+        best = greedy.model(input_ids=ids).logits[0].argmax(-1)
+    position = 0
+    for turn in trajectory.turns:
+        if turn.role == "assistant":  # every greedy token is the argmax of the plain forward
+            assert turn.token_ids == best[position - 1: position - 1 + len(turn.token_ids)].tolist()
+        position += len(turn.token_ids)
 
 
 class ScriptedOutputPolicy(LLMPolicy):
