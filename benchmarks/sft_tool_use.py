@@ -96,7 +96,7 @@ def main() -> int:
     layers = read_model_info(model_dir)["layers"]
     payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
                "eval": result.model_dump(mode="json")}
-    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}', payload, table)}")
+    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}', payload, table)}")
     return 0
 
 
