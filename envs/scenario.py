@@ -133,9 +133,6 @@ class Scenario(BaseModel):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return [task for task in self.tasks if task.split == split]
 
-    def tool_schemas(self) -> list[dict[str, Any]]:
-        return [tool.openai_schema() for tool in self.tools.values()]
-
     def succeeded(self, task: Task, final_state: dict[str, Any], answer: str | None) -> bool:
         """Did the episode reach the task's goal state and give an answer with the required facts?"""
         if answer is None:
