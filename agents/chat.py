@@ -137,8 +137,15 @@ class ChatFormat:
 
     def trajectory_segments(self, trajectory: Trajectory, system: str) -> list[tuple[Turn, list[int]]]:
         """Each turn with its token ids: recorded ids where the trajectory has them, rendered otherwise."""
+        return self.turn_segments(trajectory.turns, system)
+
+    def turn_segments(self, turns: list[Turn], system: str) -> list[tuple[Turn, list[int]]]:
+        """`trajectory_segments` of a conversation given as turns (a trajectory, or a pair's prefix plus one side).
+
+        `system` is used when the turns do not start with a system turn (text-only records).
+        """
         segments: list[tuple[Turn, list[int]]] = []
-        turns = list(trajectory.turns)
+        turns = list(turns)
         if turns and turns[0].role == "system":
             system_turn, turns = turns[0], turns[1:]
             system = system_turn.text

@@ -31,9 +31,6 @@ import inspect
 import json
 import logging
 import math
-import random
-import re
-import shutil
 import time
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +47,29 @@ from transformers import DynamicCache
 
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, trajectory_tokens
 from trajalign.agents.llm import cache_argument, output_cache
+from trajalign.agents.run_dir import (
+    append_metrics,
+    batch_of_step,
+    check_same_run,
+    epoch_order,
+    latest_checkpoint,
+    lr_factor,
+    make_optimizer,
+    plot_curves,
+    read_metrics,
+    rng_state,
+    save_checkpoint,
+    save_model_dir,
+    set_rng_state,
+    truncate_metrics,
+    write_text,
+)
 from trajalign.envs.jsonl import JsonlReader
 from trajalign.envs.scenario import ScenarioError, load_scenario
 from trajalign.envs.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
-KEEP_CHECKPOINTS = 2
 # A shared prefix shorter than this is not worth a separate forward.
 MIN_SHARED_PREFIX = 32
 # Settings that may differ when a run is resumed: they say how long and how often, not what is learned.
@@ -345,151 +358,13 @@ def evaluate(model: Any, examples: Sequence[Example], micro_batch_size: int, pad
     return {"val_loss": nll / tokens, "val_token_accuracy": correct / tokens, "val_tokens": tokens}
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Multiplier of the peak learning rate for 0-based step `step`: linear warmup, then cosine decay."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def batch_of_step(step: int, num_train: int, batch_size: int, seed: int) -> tuple[int, int, list[int]]:
-    """(epoch, batch index in the epoch, example indices) of 0-based optimizer step `step`.
-
-    Each epoch is a permutation seeded by (seed, epoch), so the batch of a step depends on nothing else.
-    """
-    steps_per_epoch = math.ceil(num_train / batch_size)
-    epoch, batch_index = divmod(step, steps_per_epoch)
-    order = epoch_order(num_train, seed, epoch)
-    return epoch, batch_index, order[batch_index * batch_size:(batch_index + 1) * batch_size]
-
-
-def epoch_order(num_train: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(num_train))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
-
-
-def make_optimizer(model: Any, config: SFTConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on biases and norm scales)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), eps=1e-8)
-
-
 # ---- run directory -------------------------------------------------------------------------------
-
-
-_CHECKPOINT = re.compile(r"step-(\d{6,})")
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer_state.pt was written), or None."""
-    found = [(int(match.group(1)), path) for path in (out / "checkpoints").glob("step-*")
-             if (match := _CHECKPOINT.fullmatch(path.name)) and (path / "trainer_state.pt").is_file()]
-    return max(found)[1] if found else None
-
-
-def save_model_dir(model: Any, tokenizer: Any, source_dir: Path, target: Path, metadata: dict[str, Any] | None = None,
-                   extra_files: dict[str, Any] | None = None) -> None:
-    """A standard Hugging Face directory, written beside `target` then moved into place.
-
-    Custom code files of the source (e.g. a tokenizer module named by `auto_map`) are copied along,
-    trajalign's model metadata gets the `metadata` fields, and each of `extra_files` is `torch.save`d.
-    """
-    from trajalign.agents.tiny import METADATA_FILE, _quiet_progress_bars
-
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    with _quiet_progress_bars():
-        model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    for code in source_dir.glob("*.py"):
-        shutil.copy2(code, staging / code.name)
-    if (source_dir / METADATA_FILE).is_file():
-        info = json.loads((source_dir / METADATA_FILE).read_text(encoding="utf-8"))
-        (staging / METADATA_FILE).write_text(json.dumps({**info, **(metadata or {})}, indent=2) + "\n", encoding="utf-8")
-    for name, content in (extra_files or {}).items():
-        torch.save(content, staging / name)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-
-
-def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, source_dir: Path, state: dict[str, Any]) -> Path:
-    """checkpoints/step-XXXXXX with model, tokenizer and trainer_state.pt; keeps the last KEEP_CHECKPOINTS."""
-    path = out / "checkpoints" / f"step-{step:06d}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model_dir(model, tokenizer, source_dir, path, extra_files={"trainer_state.pt": state})
-    complete = sorted((int(m.group(1)), p) for p in path.parent.glob("step-*")
-                      if (m := _CHECKPOINT.fullmatch(p.name)) and (p / "trainer_state.pt").is_file())
-    for _, old in complete[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old)
-    return path
-
-
-def read_metrics(out: Path) -> list[dict[str, Any]]:
-    path = out / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return lines
-
-
-def truncate_metrics(out: Path, step: int) -> None:
-    """Keep the metrics of steps up to `step` (a resumed run redoes the later ones)."""
-    kept = [line for line in read_metrics(out) if line["step"] <= step]
-    _write_text(out / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in kept))
 
 
 def plot_losses(out: Path) -> None:
     """loss.png: the training loss per step and the validation loss at each evaluation."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    metrics = read_metrics(out)
-    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    val = [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m]
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    if train:
-        axes.plot(*zip(*train), label="train", linewidth=1)
-    if val:
-        axes.plot(*zip(*val), label="validation", marker="o", markersize=3)
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("token NLL (trained tokens)")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    axes.set_title("SFT loss")
-    figure.tight_layout()
-    staging = out / "loss.png.tmp"
-    figure.savefig(staging, format="png")
-    staging.replace(out / "loss.png")
-
-
-def _write_text(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text, encoding="utf-8")
-    staging.replace(path)
-
-
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Differences between the run in `out` and this one that resuming cannot honour."""
-    problems = []
-    for key in ("model", "data_files", "scenario_paths", "data_fingerprint"):
-        if saved.get(key) != current[key]:
-            problems.append(f"{key}: {saved.get(key)!r} -> {current[key]!r}" if key != "data_fingerprint"
-                            else "the training data changed")
-    for key, value in current["config"].items():
-        if key not in RESUMABLE_CHANGES and saved["config"].get(key) != value:
-            problems.append(f"{key}: {saved['config'].get(key)!r} -> {value!r}")
-    return problems
+    plot_curves(out, "loss.png", "SFT loss", "token NLL (trained tokens)",
+                [("loss", "train"), ("val_loss", "validation")], markers=("val_loss",))
 
 
 def _fingerprint(train: Sequence[Example], val: Sequence[Example]) -> str:
@@ -500,20 +375,6 @@ def _fingerprint(train: Sequence[Example], val: Sequence[Example]) -> str:
             digest.update(array("q", example.ids).tobytes() + bytes(example.mask) + b"|")
         digest.update(b"||")
     return digest.hexdigest()[:16]
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---- the training loop ---------------------------------------------------------------------------
@@ -580,7 +441,7 @@ def train_sft(
     start_from = model_dir
     if checkpoint is not None:
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        problems = _check_same_run(saved, run_info)
+        problems = check_same_run(saved, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"), RESUMABLE_CHANGES)
         if problems:
             raise SFTError(f"{out} holds a different run ({'; '.join(problems)}); use another --out or the same settings")
         state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
@@ -595,19 +456,19 @@ def train_sft(
         truncate_metrics(out, state["step"])
     else:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    _write_text(out / "config.json", json.dumps(run_info, indent=2) + "\n")
+    write_text(out / "config.json", json.dumps(run_info, indent=2) + "\n")
 
     with _quiet_progress_bars():
         model = AutoModelForCausalLM.from_pretrained(str(start_from), dtype=torch.float32)
     model.to(device).train()
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total_steps, config.min_lr_ratio))
     step, train_seconds = 0, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         step, train_seconds = state["step"], state["seconds"]
     resumed_from = step if state is not None else None
 
@@ -615,15 +476,14 @@ def train_sft(
         epoch, batch_index, _ = batch_of_step(step, len(train), config.batch_size, config.seed)
         return {
             "step": step, "total_steps": total_steps, "seconds": train_seconds,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
             "data_order": {"seed": config.seed, "epoch": epoch, "batch_in_epoch": batch_index,
                            "steps_per_epoch": steps_per_epoch,
                            "permutation": epoch_order(len(train), config.seed, epoch)},
         }
 
     def log_metrics(line: dict[str, Any]) -> None:
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as file:
-            file.write(json.dumps(line) + "\n")
+        append_metrics(out, line)
 
     def run_eval() -> dict[str, float] | None:
         if not val:
@@ -701,7 +561,7 @@ def train_sft(
         resumed_from_step=resumed_from,
         counts=counts,
     )
-    _write_text(out / "result.json", result.model_dump_json(indent=2) + "\n")
+    write_text(out / "result.json", result.model_dump_json(indent=2) + "\n")
     if stop_reason == "max_seconds":
         print(f"stopped after {time.perf_counter() - started:.0f}s (max_seconds) at step {step} of {total_steps}; "
               f"saved {out / 'checkpoints'} and {out / 'model'}; rerun the same command to continue")
