@@ -11,8 +11,11 @@ import random
 from collections import defaultdict
 from math import comb
 
-from trajalign.agents.rollout import RolloutSummary
-from trajalign.envs.scenario import Task
+from pathlib import Path
+from typing import Any
+
+from trajalign.agents.rollout import RolloutSummary, record_rollouts
+from trajalign.envs.scenario import Scenario, Task
 from trajalign.envs.trajectory import Trajectory
 
 
@@ -49,3 +52,19 @@ def summarize_eval(summary: RolloutSummary, trajectories: list[Trajectory], samp
         samples=samples,
         pass_hat_k={k: pass_hat_k(trajectories, k) for k in range(1, samples + 1)},
     )
+
+
+def evaluate_policy(policy: Any, scenario: Scenario, split: str = "test", episodes: int = 50, samples: int = 1,
+                    seed: int = 0, out: str | Path | None = None, batch_size: int = 8,
+                    progress: bool = True) -> tuple[EvalSummary, list[Trajectory]]:
+    """Roll out an `LLMPolicy` on `samples` attempts at each of `episodes` tasks of `split`, batched.
+
+    With `out`, trajectories are appended there as they finish and episodes it already holds are kept.
+    """
+    from trajalign.agents.llm_rollout import play_llm_episodes
+
+    plan = eval_plan(scenario.tasks_in(split), episodes, samples, seed)
+    summary, trajectories = record_rollouts(
+        scenario, split, plan, out, policy.name,
+        lambda todo: play_llm_episodes(policy, scenario, split, todo, batch_size), progress=progress)
+    return summarize_eval(summary, trajectories, samples), trajectories

@@ -97,7 +97,10 @@ class LLMPolicy:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        from trajalign.agents.tiny import quiet_progress_bars
+
+        with quiet_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         policy = cls(model, tokenizer, sampling, reuse_cache)
         policy.name = path.name
         return policy

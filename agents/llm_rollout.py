@@ -6,6 +6,10 @@ next planned episode right away, so the batch stays full. With the policy's `reu
 conversation keeps its KV cache across turns and each turn feeds only the tokens the model has
 not seen (the previous action's stop token, the observation, the generation prompt).
 
+Episodes start fresh (`play_llm_episodes`) or continue a recorded prefix (`continue_llm_episodes`,
+used to branch from the states of earlier rollouts): the environment is put back into the
+prefix's state and the policy continues from the prefix's token ids. Both run the same loop.
+
 Context policy: before each action the conversation must have room for `max_new_tokens` more
 tokens within the model's context. If it does not, the episode ends with status `truncated` and
 `metadata["truncated_by"] = "context_limit"`.
@@ -15,11 +19,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any
+
+import gymnasium as gym
+import torch
+from transformers import DynamicCache
 
 from trajalign.agents.chat import system_prompt
-from trajalign.agents.llm import LLMPolicy, Row
+from trajalign.agents.llm import KVCache, LLMPolicy, Row, cache_argument, output_cache
 from trajalign.agents.rollout import Episodes
 from trajalign.envs import Scenario, make_env
 from trajalign.envs.trajectory import EpisodeTiming, Trajectory, Turn
@@ -28,7 +37,7 @@ from trajalign.envs.trajectory import EpisodeTiming, Trajectory, Turn
 @dataclass
 class _Episode:
     task_id: str
-    seed: int
+    seed: int | None
     info: dict
     row: Row
     turns: list[Turn]
@@ -36,19 +45,71 @@ class _Episode:
     started_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     env_s: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """An episode that continues a recorded prefix instead of starting from a reset.
+
+    `restore` puts a fresh environment into the prefix's state (typically: reset with the recorded
+    task id and seed, then replay the prefix's actions) and returns what `reset` returned; it
+    raises if the environment cannot reproduce the recording, which ends this episode with status
+    `env_error`. The policy continues from the prefix's token ids: recorded ids are kept as they
+    are, and turns recorded as text only (scripted agents) are rendered with the chat format, as
+    training renders them (a missing system turn gets the scenario's system prompt).
+    """
+
+    task_id: str
+    seed: int | None  # the recorded episode's environment seed
+    turns: Sequence[Turn]  # [system], goal, then (action, observation) pairs; ends before an action
+    rewards: Sequence[float]  # the rewards of the prefix's actions
+    restore: Callable[[gym.Env], tuple[str, dict[str, Any]]]
+    sample_key: str  # seeds the sampling; give each continuation of one state its own
+    metadata: dict[str, Any] = field(default_factory=dict)  # copied into the trajectory's metadata
+
+
+# Fills a slot: prepares an episode in the given environment, or returns it already finished.
+_Starter = Callable[[gym.Env], "_Episode | Trajectory"]
 
 
 def play_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, episodes: Episodes,
                       batch_size: int = 8) -> Iterator[Trajectory]:
     """Play the (task id, seed) episodes with up to `batch_size` at once; yield each as it ends."""
-    queue = deque(episodes)
+    starters = [lambda env, task_id=task_id, seed=seed: _start(policy, env, task_id, seed)
+                for task_id, seed in episodes]
+    return _play(policy, scenario, split, starters, batch_size)
+
+
+def continue_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, continuations: Sequence[Continuation],
+                          batch_size: int = 8) -> Iterator[Trajectory]:
+    """Continue recorded prefixes with up to `batch_size` at once; yield each trajectory as it ends.
+
+    A trajectory holds the prefix turns (with the token ids the policy was fed; a system turn is
+    added first where the prefix had none) followed by the new turns; `metadata["prefix_turns"]`
+    says where the new turns start. Continuations of one prefix that follow each other in
+    `continuations` share one forward pass over it when the policy reuses its cache.
+    """
+    shared: dict[tuple[int, ...], KVCache] = {}
+    starters = [lambda env, c=continuation: _resume(policy, env, c, scenario.name, split, shared)
+                for continuation in continuations]
+    return _play(policy, scenario, split, starters, batch_size)
+
+
+def _play(policy: LLMPolicy, scenario: Scenario, split: str, starters: Sequence[_Starter],
+          batch_size: int) -> Iterator[Trajectory]:
+    queue = deque(starters)
     envs = [make_env(scenario, split) for _ in range(min(batch_size, len(queue)) or 1)]
     slots: list[_Episode | None] = [None] * len(envs)
     try:
         while queue or any(slots):
-            for index, slot in enumerate(slots):
-                if slot is None and queue:
-                    slots[index] = _start(policy, envs[index], *queue.popleft())
+            for index in range(len(slots)):
+                while slots[index] is None and queue:
+                    started = queue.popleft()(envs[index])
+                    if isinstance(started, Trajectory):  # it could not start (a prefix that did not replay)
+                        yield started
+                    else:
+                        slots[index] = started
             live = []
             for index, slot in enumerate(slots):
                 if slot is not None and not policy.fits(slot.row):
@@ -67,7 +128,7 @@ def play_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, episode
                 step_started = time.perf_counter()
                 try:
                     observation, reward, terminated, truncated, info = env.step(text)
-                except Exception as exc:  # an infrastructure failure ends this episode only
+                except Exception as exc:  # noqa: BLE001 -- an infrastructure failure ends this episode only
                     yield _finish(policy, slot, "env_error", {"error": f"{type(exc).__name__}: {exc}"})
                     slots[index] = None
                     continue
@@ -98,6 +159,44 @@ def _start(policy: LLMPolicy, env, task_id: str, seed: int) -> _Episode:
                     env_s=time.perf_counter() - started)
 
 
+def _resume(policy: LLMPolicy, env, continuation: Continuation, scenario: str, split: str,
+            shared: dict[tuple[int, ...], KVCache]) -> _Episode | Trajectory:
+    started_at, started = time.time(), time.perf_counter()
+    metadata = dict(continuation.metadata)
+    try:
+        _, info = continuation.restore(env)
+    except Exception as exc:  # noqa: BLE001 -- the environment did not reproduce the prefix
+        slot = _Episode(continuation.task_id, continuation.seed, {"scenario": scenario, "split": split},
+                        Row([]), list(continuation.turns), started_at=started_at, started=started, metadata=metadata)
+        return _finish(policy, slot, "env_error", {"error": f"{type(exc).__name__}: {exc}", "prefix_turns": 0})
+    segments = policy.format.turn_segments(list(continuation.turns), system_prompt(info))
+    turns = [turn if turn.token_ids is not None else turn.model_copy(update={"token_ids": ids})
+             for turn, ids in segments]
+    ids = [token for _, segment in segments for token in segment]
+    metadata["prefix_turns"] = len(turns)
+    row = Row(ids, _shared_cache(policy, ids[:-1], shared), sample_key=continuation.sample_key)
+    return _Episode(continuation.task_id, continuation.seed, info, row, turns, list(continuation.rewards),
+                    started_at=started_at, started=started, env_s=time.perf_counter() - started, metadata=metadata)
+
+
+@torch.no_grad()
+def _shared_cache(policy: LLMPolicy, ids: list[int], shared: dict[tuple[int, ...], KVCache]) -> KVCache | None:
+    """The KV cache of a prefix that consecutive continuations share, computed once.
+
+    Only the latest prefix is kept, so memory stays bounded by one prefix whatever the number of states.
+    """
+    if not policy.reuse_cache or not ids:
+        return None
+    key = tuple(ids)
+    if key not in shared:
+        shared.clear()
+        model = policy.model
+        output = model(input_ids=torch.tensor([ids], device=policy.device), use_cache=True, logits_to_keep=1,
+                       **{cache_argument(model): DynamicCache()})
+        shared[key] = KVCache([(layer.keys, layer.values) for layer in output_cache(output).layers])
+    return shared[key]
+
+
 def _finish(policy: LLMPolicy, slot: _Episode, status: str, metadata: dict) -> Trajectory:
     return Trajectory(
         scenario=slot.info["scenario"],
@@ -111,5 +210,5 @@ def _finish(policy: LLMPolicy, slot: _Episode, status: str, metadata: dict) -> T
         status=status,
         timing=EpisodeTiming(started_at=slot.started_at, duration_s=time.perf_counter() - slot.started,
                              env_s=slot.env_s),
-        metadata={**metadata, "context_tokens": len(slot.row.ids)},
+        metadata={**slot.metadata, **metadata, "context_tokens": len(slot.row.ids)},
     )

@@ -162,7 +162,13 @@ def run_rollouts(
 ) -> RolloutSummary:
     """Play `episodes` episodes of a scripted agent and append their trajectories to `out`."""
     agent = make_agent()
+    plan = episode_plan(scenario.tasks_in(split), episodes, seed)
+    return record_rollouts(scenario, split, plan, out, agent.name, agent_player(scenario, agent, split, env_kwargs),
+                           progress)[0]
 
+
+def agent_player(scenario: Scenario, agent: Agent, split: str, env_kwargs: dict[str, Any] | None = None) -> Player:
+    """A `Player` that runs `agent` one episode at a time in one environment."""
     def play(todo: Episodes) -> Iterator[Trajectory]:
         env = make_env(scenario, split, **(env_kwargs or {}))
         try:
@@ -171,5 +177,4 @@ def run_rollouts(
         finally:
             env.close()
 
-    plan = episode_plan(scenario.tasks_in(split), episodes, seed)
-    return record_rollouts(scenario, split, plan, out, agent.name, play, progress)[0]
+    return play

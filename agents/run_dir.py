@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,11 @@ def save_model_dir(model: Any, tokenizer: Any, source_dir: Path, target: Path, m
     Custom code files of the source (e.g. a tokenizer module named by `auto_map`) are copied along,
     trajalign's model metadata gets the `metadata` fields, and each of `extra_files` is `torch.save`d.
     """
-    from trajalign.agents.tiny import METADATA_FILE, _quiet_progress_bars
+    from trajalign.agents.tiny import METADATA_FILE, quiet_progress_bars
 
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
     for code in source_dir.glob("*.py"):
@@ -144,6 +145,46 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], keys: Iterabl
         if key not in resumable and saved["config"].get(key) != value:
             problems.append(f"{key}: {saved['config'].get(key)!r} -> {value!r}")
     return problems
+
+
+@dataclass
+class Resume:
+    """Where an invocation starts: fresh, from a checkpoint, or with nothing left to do."""
+
+    state: dict[str, Any] | None = None  # trainer_state.pt of the latest checkpoint
+    checkpoint: Path | None = None
+    complete: bool = False  # the run already finished: its model and result are in place
+
+
+def open_run(out: Path, run_info: dict[str, Any], must_match: Iterable[str], resumable: frozenset[str],
+             total_steps: int, error: type[Exception] = ValueError) -> Resume:
+    """Prepare `out` for this invocation and say where to start.
+
+    A run directory with a checkpoint is resumed when its settings match (see `check_same_run`;
+    a mismatch raises `error`, naming the differences). Metrics logged after the checkpoint are
+    dropped, since the resumed run logs those steps again. A fresh run starts an empty metrics file.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(out)
+    resume = Resume()
+    if checkpoint is not None:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        problems = check_same_run(saved, run_info, must_match, resumable)
+        if problems:
+            raise error(f"{out} holds a different run ({'; '.join(problems)}); use another --out or the same settings")
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+        if state["step"] >= total_steps and (out / "model" / "config.json").is_file() and (out / "result.json").is_file():
+            print(f"{out}: the run is already complete ({state['step']} steps); the model is in {out / 'model'}")
+            return Resume(state, checkpoint, complete=True)
+        print(f"resuming from {checkpoint} (step {state['step']} of {total_steps})")
+        if state["total_steps"] != total_steps:
+            print(f"the learning-rate schedule now spans {total_steps} steps (it spanned {state['total_steps']})")
+        truncate_metrics(out, state["step"])
+        resume = Resume(state, checkpoint)
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    write_text(out / "config.json", json.dumps(run_info, indent=2) + "\n")
+    return resume
 
 
 # ---- metrics and plots ---------------------------------------------------------------------------
@@ -212,6 +253,7 @@ def write_text(path: Path, text: str) -> None:
 
 __all__ = [
     "KEEP_CHECKPOINTS",
+    "Resume",
     "append_metrics",
     "batch_of_step",
     "check_same_run",
@@ -219,6 +261,7 @@ __all__ = [
     "latest_checkpoint",
     "lr_factor",
     "make_optimizer",
+    "open_run",
     "plot_curves",
     "read_metrics",
     "rng_state",

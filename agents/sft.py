@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
 import math
 import time
@@ -50,18 +49,17 @@ from trajalign.agents.llm import cache_argument, output_cache
 from trajalign.agents.run_dir import (
     append_metrics,
     batch_of_step,
-    check_same_run,
     epoch_order,
     latest_checkpoint,
     lr_factor,
     make_optimizer,
+    open_run,
     plot_curves,
     read_metrics,
     rng_state,
     save_checkpoint,
     save_model_dir,
     set_rng_state,
-    truncate_metrics,
     write_text,
 )
 from trajalign.envs.jsonl import JsonlReader
@@ -397,7 +395,7 @@ def train_sft(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from trajalign.agents.tiny import _quiet_progress_bars
+    from trajalign.agents.tiny import quiet_progress_bars
 
     started = time.perf_counter()
     config = config or SFTConfig()
@@ -435,30 +433,15 @@ def train_sft(
     }
 
     # -- resume: the latest checkpoint's weights, optimizer, scheduler and step
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(out)
-    state: dict[str, Any] | None = None
-    start_from = model_dir
-    if checkpoint is not None:
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        problems = check_same_run(saved, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"), RESUMABLE_CHANGES)
-        if problems:
-            raise SFTError(f"{out} holds a different run ({'; '.join(problems)}); use another --out or the same settings")
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
-        if state["step"] >= total_steps and (out / "model" / "config.json").is_file() and (out / "result.json").is_file():
-            print(f"{out}: the run is already complete ({state['step']} steps); the model is in {out / 'model'}")
-            result = SFTResult.model_validate_json((out / "result.json").read_text(encoding="utf-8"))
-            return result.model_copy(update={"stop_reason": "already_complete"})
-        start_from = checkpoint
-        print(f"resuming from {checkpoint} (step {state['step']} of {total_steps})")
-        if state["total_steps"] != total_steps:
-            print(f"the learning-rate schedule now spans {total_steps} steps (it spanned {state['total_steps']})")
-        truncate_metrics(out, state["step"])
-    else:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    write_text(out / "config.json", json.dumps(run_info, indent=2) + "\n")
+    resume = open_run(out, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"),
+                      RESUMABLE_CHANGES, total_steps, SFTError)
+    if resume.complete:
+        result = SFTResult.model_validate_json((out / "result.json").read_text(encoding="utf-8"))
+        return result.model_copy(update={"stop_reason": "already_complete"})
+    state = resume.state
+    start_from = resume.checkpoint or model_dir
 
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model = AutoModelForCausalLM.from_pretrained(str(start_from), dtype=torch.float32)
     model.to(device).train()
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)

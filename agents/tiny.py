@@ -255,7 +255,7 @@ def build_tiny_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     out.mkdir(parents=True, exist_ok=True)
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     ensure_auto_tokenizer_loads(out, tokenizer)
@@ -283,7 +283,7 @@ def build_tiny_model(
 
 
 @contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
+def quiet_progress_bars() -> Iterator[None]:
     """No "Writing model shards" bar for a one-shard model of a few MB."""
     from transformers.utils import logging as hf_logging
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from trajalign.agents import Agent, NoiseRates, NoisyOracleAgent, OracleAgent, RandomAgent, run_rollouts
 from trajalign.agents.rollout import Player, episode_plan, record_rollouts
 from trajalign.envs import Scenario, ScenarioError, builtin_scenarios, load_scenario
+from trajalign.pairs_cli import add_pairs_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +95,42 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder or YAML file of a scenario the data comes from that is not built in; repeat for several")
     sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sft.set_defaults(handler=_sft)
+
+    train = commands.add_parser("train", help="train a model on preference pairs (dpo, dmpo, stepwise, ipo, simpo)")
+    train.add_argument("--model", required=True, type=Path, help="model directory to start from; also the reference")
+    train.add_argument("--pairs", action="append", required=True, type=Path,
+                       help="PreferencePair JSONL file; repeat for several")
+    train.add_argument("--algo", default="stepwise", choices=["dpo", "dmpo", "stepwise", "ipo", "simpo"])
+    train.add_argument("--out", required=True, type=Path,
+                       help="run directory; running again with the same one resumes from its latest checkpoint")
+    train.add_argument("--beta", type=float, help="inverse temperature of the implicit reward (default 0.1)")
+    train.add_argument("--gamma", type=float, help="dmpo/stepwise discount of the occupancy weights, 0 < gamma <= 1")
+    train.add_argument("--alpha", type=float, help="weight of the SFT term on chosen actions (default 0)")
+    train.add_argument("--value-weighted", action="store_true", help="stepwise: weight pairs by their value gap")
+    train.add_argument("--epochs", type=int, help="passes over the pairs (default 2)")
+    train.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
+    train.add_argument("--lr", type=float, help="peak learning rate (default 2e-4)")
+    train.add_argument("--batch-size", type=int, help="pairs per optimizer step (default 16)")
+    train.add_argument("--micro-batch-size", type=int, help="pairs per forward pass (default 4)")
+    train.add_argument("--max-minutes", type=float, help="stop, save and report after this many minutes")
+    train.add_argument("--no-shared-prefix", action="store_true",
+                       help="score each side as its own sequence instead of computing the shared prefix once")
+    train.add_argument("--seed", type=int, help="data order and dropout (default 0)")
+    train.add_argument("--scenario", action="append", default=[], metavar="PATH",
+                       help="folder or YAML file of a scenario the pairs come from that is not built in")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+    add_pairs_commands(commands)
+
+    run = commands.add_parser("run", help="the whole job: tiny model, SFT, rollouts, pairs, preference training, eval")
+    run.add_argument("--config", type=Path, help="YAML file of settings (see docs/pipeline.md); default: the small default")
+    run.add_argument("--out", type=Path, help="run directory (overrides the config's `out`)")
+    run.add_argument("--scenario", help="scenario (overrides the config's `scenario`)")
+    run.add_argument("--seed", type=int, help="seed of rollouts, pairs and training (overrides the config's `seed`)")
+    run.add_argument("--algorithms", type=lambda text: text.split(","), metavar="A,B,...",
+                     help="comma-separated algorithms to train side by side, e.g. dpo,dmpo,stepwise")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.set_defaults(handler=_run)
     return parser
 
 
@@ -183,7 +220,7 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from trajalign.agents.evaluate import eval_plan, summarize_eval
+    from trajalign.agents.evaluate import evaluate_policy
 
     if args.episodes <= 0 or args.samples <= 0:
         print("error: --episodes and --samples must be positive", file=sys.stderr)
@@ -194,11 +231,8 @@ def _eval(args: argparse.Namespace) -> int:
         print("warning: greedy decoding makes every sample of a task the same; pass^k then equals pass^1",
               file=sys.stderr)
     policy = _load_policy(args.model, args, temperature)
-    plan = eval_plan(scenario.tasks_in(args.split), args.episodes, args.samples, args.seed)
-    summary, trajectories = record_rollouts(scenario, args.split, plan, args.out, policy.name,
-                                            _play_with_policy(policy, scenario, args.split, args.batch_size),
-                                            progress=not args.no_progress)
-    result = summarize_eval(summary, trajectories, args.samples)
+    result, _ = evaluate_policy(policy, scenario, args.split, args.episodes, args.samples, args.seed, args.out,
+                                args.batch_size, progress=not args.no_progress)
     print(result.table())
     _write_summary(args.summary_json, result)
     return 0
@@ -239,9 +273,7 @@ def _sft(args: argparse.Namespace) -> int:
     try:
         config = SFTConfig(**{key: value for key, value in settings.items() if value is not None})
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
-        return 2
+        return _settings_error(exc)
     scenario_paths = {load_scenario(path).name: path for path in args.scenario}
     try:
         result = train_sft(args.model, args.data, args.out, config, scenario_paths, progress=not args.no_progress)
@@ -260,6 +292,67 @@ def _sft(args: argparse.Namespace) -> int:
     if result.final_val_loss is not None:
         print(f"val loss: {result.final_val_loss:.4f} (token accuracy {result.final_val_token_accuracy:.3f})")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from trajalign.alignment.trainer import TrainConfig, TrainError, train_preferences
+
+    loss = {"algo": args.algo, "beta": args.beta, "gamma": args.gamma, "alpha": args.alpha,
+            "value_weighted": args.value_weighted or None}
+    settings = {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
+                "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seed": args.seed,
+                "shared_prefix": False if args.no_shared_prefix else None,
+                "max_seconds": args.max_minutes * 60 if args.max_minutes is not None else None}
+    try:
+        config = TrainConfig(loss={key: value for key, value in loss.items() if value is not None},
+                             **{key: value for key, value in settings.items() if value is not None})
+    except ValidationError as exc:
+        return _settings_error(exc)
+    scenario_paths = {load_scenario(path).name: path for path in args.scenario}
+    try:
+        result = train_preferences(args.model, args.pairs, args.out, config, scenario_paths,
+                                   progress=not args.no_progress)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = result.counts
+    state = "complete" if result.complete else "stopped at the time limit; run again to continue"
+    print(f"model: {result.model_path}")
+    print(f"{result.algo}: {result.steps}/{result.total_steps} steps ({state}), {result.seconds:.1f}s, "
+          f"{result.pairs_per_second:.1f} pairs/s")
+    print(f"pairs: {counts.train} train and {counts.val} validation ({counts.bad_lines} bad lines, "
+          f"{counts.too_long} too long skipped)")
+    for name, metrics in (("train", result.final), ("validation", result.final_val or {})):
+        prefix = "val_" if name == "validation" else ""
+        if f"{prefix}loss" in metrics:
+            print(f"{name}: loss {metrics[f'{prefix}loss']:.4f}, margin {metrics[f'{prefix}rewards/margins']:.4f}, "
+                  f"accuracy {metrics[f'{prefix}rewards/accuracies']:.3f}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trajalign.pipeline import PipelineError, load_config, run_pipeline
+
+    overrides: dict[str, Any] = {"out": args.out, "scenario": args.scenario, "seed": args.seed}
+    try:
+        config = load_config(args.config, overrides)
+        if args.algorithms:
+            config = load_config(None, {**config.model_dump(), "train": {
+                **config.train.model_dump(), "algorithms": args.algorithms}})
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_pipeline(config, progress=not args.no_progress)
+    print(f"results: {config.out / 'results.md'}")
+    return 0
+
+
+def _settings_error(exc: Any) -> int:
+    error = exc.errors(include_url=False)[0]
+    print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+    return 2
 
 
 SCRIPTED_AGENTS = ("oracle", "noisy", "random")

@@ -1,0 +1,364 @@
+"""`trajalign run`: the whole job in one command, from a tiny model to a table of held-out results.
+
+Stages, each writing into the run directory and each skipped when its output is already complete,
+so an interrupted run continues where it stopped:
+
+    base-model/           a tiny model built offline for the scenario (or `model.path`)
+    sft-data.jsonl        scripted (oracle or noisy-oracle) trajectories of the train tasks
+    sft/                  supervised fine-tuning on their successes        -> the SFT policy
+    rollouts.jsonl        the SFT policy sampled on the train tasks
+    pairs-outcome.jsonl   outcome pairs: successes (and scripted experts) against failed rollouts
+    pairs-branch.jsonl    branch pairs: per-state Monte-Carlo credit from the rollouts' states
+    train-<algo>/         preference training of the SFT policy, one run per algorithm
+    eval-<name>.jsonl     greedy episodes on the test tasks, per model
+    results.json, .md     the table: SFT against each algorithm
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
+from trajalign.agents.rollout import agent_player, episode_plan, record_rollouts
+from trajalign.agents.sft import SFTConfig
+from trajalign.alignment.losses import ALGORITHMS, LossConfig
+from trajalign.alignment.trainer import TrainConfig, TrainResult
+from trajalign.envs import Scenario, load_scenario
+from trajalign.envs.jsonl import JsonlWriter, read_jsonl
+from trajalign.envs.trajectory import Trajectory
+
+PairKind = Literal["outcome", "branch", "both"]
+# ETO and DMPO train on whole-trajectory outcome pairs; step-wise training needs per-state pairs.
+DEFAULT_PAIRS: dict[str, PairKind] = {"dpo": "outcome", "dmpo": "outcome", "ipo": "outcome", "simpo": "outcome",
+                                      "stepwise": "branch"}
+
+
+class PipelineError(ValueError):
+    """The pipeline's configuration cannot be used."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Settings):
+    path: Path | None = Field(None, description="Start from this model directory instead of building a tiny one.")
+    size: Literal["tiny", "small"] = "tiny"
+    architecture: Literal["llama", "qwen2", "gpt2"] = "llama"
+    seed: int = 0
+
+
+class SFTSettings(_Settings):
+    enabled: bool = Field(True, description="False: the model is already fine-tuned; use it as the SFT policy.")
+    data: Literal["oracle", "noisy"] = Field("noisy", description="The scripted agent whose successes are imitated.")
+    episodes: int | None = Field(None, gt=0, description="Scripted episodes; default: 4 per train task.")
+    noise: NoiseRates = Field(default_factory=NoiseRates)
+    config: SFTConfig = Field(default_factory=lambda: SFTConfig(learning_rate=5e-3, epochs=3, max_seconds=360))
+
+
+class SamplingSettings(_Settings):
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(96, gt=0)
+    batch_size: int = Field(16, gt=0, description="Environments stepped together.")
+
+
+class RolloutSettings(SamplingSettings):
+    tasks: int | None = Field(None, gt=0, description="Train tasks to roll out on; default: all.")
+    samples_per_task: int = Field(2, gt=0)
+
+
+class PairSettings(_Settings):
+    expert: bool = Field(True, description="Outcome pairs may take the oracle's trajectory as the chosen side.")
+    max_pairs_per_task: int | None = Field(4, gt=0)
+    branch_samples: int = Field(4, gt=1, description="N: continuations sampled at each branch state.")
+    tau: float = Field(0.5, ge=0, description="Minimum Q̂ gap between the two sides of a branch pair.")
+    states_per_trajectory: int = Field(2, gt=0, description="Branch states sampled per failed rollout.")
+    branch_trajectories: int | None = Field(200, gt=0, description="Rollouts to branch from (failed ones first).")
+
+
+class AlgorithmSettings(_Settings):
+    algo: Literal[ALGORITHMS]  # type: ignore[valid-type]
+    pairs: PairKind | None = Field(None, description="Which pairs to train on; default: DEFAULT_PAIRS[algo].")
+    loss: dict[str, Any] = Field(default_factory=dict, description="LossConfig overrides (beta, gamma, alpha, ...).")
+
+    @property
+    def pair_kind(self) -> PairKind:
+        return self.pairs or DEFAULT_PAIRS[self.algo]
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(algo=self.algo, **self.loss)
+
+
+class TrainSettings(_Settings):
+    algorithms: list[AlgorithmSettings] = Field(default_factory=lambda: [AlgorithmSettings(algo="stepwise")])
+    config: TrainConfig = Field(default_factory=lambda: TrainConfig(learning_rate=2e-4, epochs=2, max_seconds=240))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: Any) -> Any:
+        # `algorithms: [dpo, stepwise]` is short for [{algo: dpo}, {algo: stepwise}].
+        if isinstance(data, dict) and isinstance(data.get("algorithms"), list):
+            data = {**data, "algorithms": [{"algo": a} if isinstance(a, str) else a for a in data["algorithms"]]}
+        return data
+
+
+class EvalSettings(SamplingSettings):
+    temperature: float = Field(0.0, ge=0, description="0: greedy, as the benchmarks report.")
+    episodes: int | None = Field(None, gt=0, description="Test tasks; default: all.")
+    include_base: bool = Field(False, description="Also evaluate the model before SFT.")
+
+
+class RunConfig(_Settings):
+    out: Path = Path("runs/pipeline")
+    scenario: str = Field("filesystem", description="Built-in name, scenario folder, or YAML file.")
+    seed: int = Field(0, description="Seeds the rollouts, pairs and preference training.")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    sft: SFTSettings = Field(default_factory=SFTSettings)
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A `RunConfig` from a YAML file (or the defaults), with `overrides` applied on top; errors name the field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(f"no config file {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise PipelineError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise PipelineError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise PipelineError(f"{where}{problems}") from None
+
+
+class ModelResult(BaseModel):
+    name: str
+    model_path: str
+    success_rate: float
+    mean_reward: float
+    episodes: int
+    status_counts: dict[str, int]
+    pairs: int | None = None
+
+
+class PipelineResult(BaseModel):
+    scenario: str
+    seed: int
+    rows: list[ModelResult]
+    stage_seconds: dict[str, float]
+    pair_counts: dict[str, int]
+
+    def table(self) -> str:
+        lines = ["| model | test success | mean reward | episodes | pairs |", "|---|---|---|---|---|"]
+        for row in self.rows:
+            pairs = "" if row.pairs is None else str(row.pairs)
+            lines.append(f"| {row.name} | {row.success_rate:.1%} | {row.mean_reward:.3f} | {row.episodes} | {pairs} |")
+        return "\n".join(lines)
+
+
+# ---- the pipeline --------------------------------------------------------------------------------
+
+
+def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], None] = print) -> PipelineResult:
+    from trajalign.agents.evaluate import evaluate_policy
+    from trajalign.agents.llm import LLMPolicy, SamplingConfig
+    from trajalign.agents.sft import train_sft
+    from trajalign.agents.tiny import build_tiny_model
+    from trajalign.alignment.trainer import train_preferences
+
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+    scenario = load_scenario(config.scenario)
+    scenario_paths = {scenario.name: scenario.path}
+    seconds: dict[str, float] = {}
+
+    def stage(name: str) -> _Stage:
+        return _Stage(name, seconds, log)
+
+    def policy(model_dir: Path, sampling: SamplingSettings, seed: int) -> LLMPolicy:
+        return LLMPolicy.from_pretrained(model_dir, SamplingConfig(
+            temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=seed))
+
+    # -- 1. the starting model
+    with stage("model"):
+        if config.model.path is not None:
+            base = config.model.path
+        else:
+            base = out / "base-model"
+            if not (base / "config.json").is_file():
+                build_tiny_model([scenario.path], base, size=config.model.size, seed=config.model.seed,
+                                 architecture=config.model.architecture)
+
+    # -- 2. SFT on scripted successes
+    if config.sft.enabled:
+        with stage("sft data"):
+            sft_data = out / "sft-data.jsonl"
+            episodes = config.sft.episodes or 4 * len(scenario.tasks_in("train"))
+            run_rollouts(scenario, _scripted(scenario, config.sft.data, config.sft.noise, config.model.seed), "train",
+                         episodes, config.model.seed, sft_data, progress=progress)
+        with stage("sft"):
+            # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
+            sft_model = out / "sft" / "model"
+            if not _finished(out / "sft"):
+                train_sft(base, sft_data, out / "sft", config.sft.config, scenario_paths, progress=progress)
+    else:
+        sft_data, sft_model = None, base
+
+    # -- 3. the SFT policy's own attempts at the train tasks
+    with stage("rollouts"):
+        rollouts_file = out / "rollouts.jsonl"
+        train_tasks = scenario.tasks_in("train")[: config.rollouts.tasks]
+        plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
+        sampler = policy(sft_model, config.rollouts, config.seed)
+        _, rollouts = record_rollouts(
+            scenario, "train", plan, rollouts_file, sampler.name,
+            _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
+
+    # -- 4. preference pairs
+    kinds = {settings.pair_kind for settings in config.train.algorithms}
+    pair_files: dict[str, Path] = {}
+    pair_counts: dict[str, int] = {}
+    if kinds & {"outcome", "both"}:
+        with stage("outcome pairs"):
+            from trajalign.alignment.builders import outcome_pairs
+
+            expert: list[Trajectory] = []
+            if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
+                expert_file = out / "expert.jsonl"
+                oracle = OracleAgent(scenario)
+                record_rollouts(scenario, "train", [(task.id, config.seed) for task in train_tasks], expert_file,
+                                oracle.name, agent_player(scenario, oracle, "train"), progress=progress)
+                expert = read_jsonl(expert_file, Trajectory)
+            pair_files["outcome"] = out / "pairs-outcome.jsonl"
+            pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
+                rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed))
+    if kinds & {"branch", "both"}:
+        with stage("branch pairs"):
+            pair_files["branch"] = out / "pairs-branch.jsonl"
+            pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
+                config, scenario, sampler, rollouts, progress))
+
+    # -- 5. preference training, one run per algorithm
+    trained: list[tuple[str, Path, int]] = []
+    for settings in config.train.algorithms:
+        name = settings.algo if settings.pairs is None else f"{settings.algo}-{settings.pairs}"
+        files = [pair_files[kind] for kind in _kinds(settings.pair_kind) if pair_counts.get(kind, 0)]
+        if not any(pair_counts.get(kind, 0) for kind in _kinds(settings.pair_kind)):
+            log(f"   {name}: no {settings.pair_kind} pairs to train on; skipped (the SFT policy's rollouts gave no "
+                "preference: more rollouts, more branch samples or a lower tau give some)")
+            continue
+        with stage(f"train {name}"):
+            train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
+            run_dir = out / f"train-{name}"
+            if _finished(run_dir):
+                result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
+            else:
+                result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths, progress=progress)
+        trained.append((name, Path(result.model_path), result.counts.train))
+
+    # -- 6. held-out evaluation
+    models = ([("base", base, None)] if config.eval.include_base and config.sft.enabled else [])
+    models += [("sft", sft_model, None), *trained]
+    rows = []
+    for name, model_dir, pairs in models:
+        with stage(f"eval {name}"):
+            test_episodes = config.eval.episodes or len(scenario.tasks_in("test"))
+            summary, _ = evaluate_policy(policy(model_dir, config.eval, config.seed), scenario, "test", test_episodes,
+                                         1, config.seed, out / f"eval-{name}.jsonl", config.eval.batch_size, progress)
+        rows.append(ModelResult(name=name, model_path=str(model_dir), success_rate=summary.success_rate,
+                                mean_reward=summary.mean_reward, episodes=summary.episodes,
+                                status_counts=summary.status_counts, pairs=pairs))
+    result = PipelineResult(scenario=scenario.name, seed=config.seed, rows=rows, stage_seconds=seconds,
+                            pair_counts=pair_counts)
+    (out / "results.json").write_text(result.model_dump_json(indent=2) + "\n")
+    (out / "results.md").write_text(result.table() + "\n")
+    log(result.table())
+    return result
+
+
+class _Stage:
+    """Times a stage and says when it starts and ends."""
+
+    def __init__(self, name: str, seconds: dict[str, float], log: Callable[[str], None]):
+        self.name, self.seconds, self.log = name, seconds, log
+
+    def __enter__(self) -> None:
+        self.log(f"== {self.name}")
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.seconds[self.name] = time.perf_counter() - self.started
+        if exc_info[0] is None:
+            self.log(f"   {self.name}: {self.seconds[self.name]:.1f}s")
+
+
+def _kinds(kind: PairKind) -> tuple[str, ...]:
+    return ("outcome", "branch") if kind == "both" else (kind,)
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "result.json").is_file() and (run_dir / "model" / "config.json").is_file()
+
+
+def _scripted(scenario: Scenario, kind: str, noise: NoiseRates, seed: int) -> Callable[[], Any]:
+    if kind == "oracle":
+        return lambda: OracleAgent(scenario)
+    return lambda: NoisyOracleAgent(scenario, noise, seed=seed)
+
+
+def _llm_player(policy: Any, scenario: Scenario, split: str, batch_size: int) -> Callable[..., Iterator[Trajectory]]:
+    from trajalign.agents.llm_rollout import play_llm_episodes
+
+    return lambda todo: play_llm_episodes(policy, scenario, split, todo, batch_size)
+
+
+def _write_once(path: Path, build: Callable[[], Iterable[BaseModel]]) -> int:
+    """Write the records to `path` unless a previous run completed it; returns the number of records.
+
+    Records go to a staging file first, so an interrupted build is redone rather than half-used.
+    """
+    if path.is_file():
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    staging = path.with_name(path.name + ".partial")
+    staging.unlink(missing_ok=True)
+    with JsonlWriter(staging) as writer:
+        for record in build():
+            writer.write(record)
+        count = writer.written
+    staging.replace(path)
+    return count
+
+
+def _branch_pairs(config: RunConfig, scenario: Scenario, policy: Any, rollouts: list[Trajectory],
+                  progress: bool) -> Iterator[BaseModel]:
+    """Branch from the failed rollouts first: their states are where a better action changes the outcome."""
+    from trajalign.alignment.builders import branch_pairs
+
+    ordered = sorted(rollouts, key=lambda t: (t.success, t.task_id, t.seed or 0))[: config.pairs.branch_trajectories]
+    return branch_pairs(ordered, scenario, samples=config.pairs.branch_samples, tau=config.pairs.tau, policy=policy,
+                        max_states_per_trajectory=config.pairs.states_per_trajectory,
+                        batch_size=config.rollouts.batch_size, seed=config.seed, progress=progress)
+
+
+__all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RunConfig", "load_config", "run_pipeline"]
