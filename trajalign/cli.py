@@ -344,7 +344,14 @@ def _run(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run_pipeline(config, progress=not args.no_progress)
+    from trajalign.agents.sft import SFTError
+    from trajalign.alignment.trainer import TrainError
+
+    try:
+        run_pipeline(config, progress=not args.no_progress)
+    except (SFTError, TrainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"results: {config.out / 'results.md'}")
     return 0
 

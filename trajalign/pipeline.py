@@ -7,7 +7,8 @@ so an interrupted run continues where it stopped:
     sft-data.jsonl        scripted (oracle or noisy-oracle) trajectories of the train tasks
     sft/                  supervised fine-tuning on their successes        -> the SFT policy
     rollouts.jsonl        the SFT policy sampled on the train tasks
-    pairs-outcome.jsonl   outcome pairs: successes (and scripted experts) against failed rollouts
+    expert.jsonl          the oracle on the same tasks
+    pairs-outcome.jsonl   outcome pairs: successes and oracle trajectories against failed rollouts
     pairs-branch.jsonl    branch pairs: per-state Monte-Carlo credit from the rollouts' states
     train-<algo>/         preference training of the SFT policy, one run per algorithm
     eval-<name>.jsonl     greedy episodes on the test tasks, per model
@@ -98,7 +99,8 @@ class AlgorithmSettings(_Settings):
 
 
 class TrainSettings(_Settings):
-    algorithms: list[AlgorithmSettings] = Field(default_factory=lambda: [AlgorithmSettings(algo="stepwise")])
+    algorithms: list[AlgorithmSettings] = Field(
+        default_factory=lambda: [AlgorithmSettings(algo=algo) for algo in ("dpo", "dmpo", "stepwise")])
     config: TrainConfig = Field(default_factory=lambda: TrainConfig(learning_rate=2e-4, epochs=2, max_seconds=240))
 
     @model_validator(mode="before")
@@ -225,57 +227,60 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     else:
         sft_data, sft_model = None, base
 
-    # -- 3. the SFT policy's own attempts at the train tasks
-    with stage("rollouts"):
-        rollouts_file = out / "rollouts.jsonl"
-        train_tasks = scenario.tasks_in("train")[: config.rollouts.tasks]
-        plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
-        sampler = policy(sft_model, config.rollouts, config.seed)
-        _, rollouts = record_rollouts(
-            scenario, "train", plan, rollouts_file, sampler.name,
-            _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
-
-    # -- 4. preference pairs
-    kinds = {settings.pair_kind for settings in config.train.algorithms}
-    pair_files: dict[str, Path] = {}
-    pair_counts: dict[str, int] = {}
-    if kinds & {"outcome", "both"}:
-        with stage("outcome pairs"):
-            from trajalign.alignment.builders import outcome_pairs
-
-            expert: list[Trajectory] = []
-            if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
-                expert_file = out / "expert.jsonl"
-                oracle = OracleAgent(scenario)
-                record_rollouts(scenario, "train", [(task.id, config.seed) for task in train_tasks], expert_file,
-                                oracle.name, agent_player(scenario, oracle, "train"), progress=progress)
-                expert = read_jsonl(expert_file, Trajectory)
-            pair_files["outcome"] = out / "pairs-outcome.jsonl"
-            pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
-                rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed))
-    if kinds & {"branch", "both"}:
-        with stage("branch pairs"):
-            pair_files["branch"] = out / "pairs-branch.jsonl"
-            pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
-                config, scenario, sampler, rollouts, progress))
-
-    # -- 5. preference training, one run per algorithm
+    # A run without algorithms fine-tunes and evaluates only.
     trained: list[tuple[str, Path, int]] = []
-    for settings in config.train.algorithms:
-        name = settings.algo if settings.pairs is None else f"{settings.algo}-{settings.pairs}"
-        files = [pair_files[kind] for kind in _kinds(settings.pair_kind) if pair_counts.get(kind, 0)]
-        if not any(pair_counts.get(kind, 0) for kind in _kinds(settings.pair_kind)):
-            log(f"   {name}: no {settings.pair_kind} pairs to train on; skipped (the SFT policy's rollouts gave no "
-                "preference: more rollouts, more branch samples or a lower tau give some)")
-            continue
-        with stage(f"train {name}"):
-            train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
-            run_dir = out / f"train-{name}"
-            if _finished(run_dir):
-                result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
-            else:
-                result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths, progress=progress)
-        trained.append((name, Path(result.model_path), result.counts.train))
+    pair_counts: dict[str, int] = {}
+    if config.train.algorithms:
+        # -- 3. the SFT policy's own attempts at the train tasks
+        with stage("rollouts"):
+            rollouts_file = out / "rollouts.jsonl"
+            train_tasks = scenario.tasks_in("train")[: config.rollouts.tasks]
+            plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
+            sampler = policy(sft_model, config.rollouts, config.seed)
+            _, rollouts = record_rollouts(
+                scenario, "train", plan, rollouts_file, sampler.name,
+                _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
+
+        # -- 4. preference pairs
+        kinds = {settings.pair_kind for settings in config.train.algorithms}
+        pair_files: dict[str, Path] = {}
+        if kinds & {"outcome", "both"}:
+            with stage("outcome pairs"):
+                from trajalign.alignment.builders import outcome_pairs
+
+                expert: list[Trajectory] = []
+                if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
+                    expert_file = out / "expert.jsonl"
+                    oracle = OracleAgent(scenario)
+                    record_rollouts(scenario, "train", [(task.id, config.seed) for task in train_tasks], expert_file,
+                                    oracle.name, agent_player(scenario, oracle, "train"), progress=progress)
+                    expert = read_jsonl(expert_file, Trajectory)
+                pair_files["outcome"] = out / "pairs-outcome.jsonl"
+                pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
+                    rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed))
+        if kinds & {"branch", "both"}:
+            with stage("branch pairs"):
+                pair_files["branch"] = out / "pairs-branch.jsonl"
+                pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
+                    config, scenario, sampler, rollouts, progress))
+
+        # -- 5. preference training, one run per algorithm
+        trained: list[tuple[str, Path, int]] = []
+        for settings in config.train.algorithms:
+            name = settings.algo if settings.pairs is None else f"{settings.algo}-{settings.pairs}"
+            files = [pair_files[kind] for kind in _kinds(settings.pair_kind) if pair_counts.get(kind, 0)]
+            if not any(pair_counts.get(kind, 0) for kind in _kinds(settings.pair_kind)):
+                log(f"   {name}: no {settings.pair_kind} pairs to train on; skipped (the SFT policy's rollouts gave no "
+                    "preference: more rollouts, more branch samples or a lower tau give some)")
+                continue
+            with stage(f"train {name}"):
+                train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
+                run_dir = out / f"train-{name}"
+                if _finished(run_dir):
+                    result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
+                else:
+                    result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths, progress=progress)
+            trained.append((name, Path(result.model_path), result.counts.train))
 
     # -- 6. held-out evaluation
     models = ([("base", base, None)] if config.eval.include_base and config.sft.enabled else [])

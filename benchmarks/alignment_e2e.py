@@ -1,0 +1,100 @@
+"""Preference training end to end: does dpo, dmpo or stepwise raise held-out success over SFT?
+
+One SFT policy (a tiny from-scratch model fine-tuned on noisy-oracle successes, as in
+`sft_tool_use.py`) is the start of every run. For each seed, `trajalign run` samples the SFT
+policy on train tasks, builds outcome pairs (oracle against failed rollouts, for dpo and dmpo) and
+branch pairs (per-state Monte-Carlo credit, for stepwise), trains each algorithm from the SFT
+policy, and evaluates every model greedily on the test split. The table reports mean ± std over
+seeds of test success and mean reward.
+
+    python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2]
+        [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from _common import markdown_table, write_results
+from sft_tool_use import with_task_count
+
+from trajalign.envs import load_scenario
+from trajalign.pipeline import RunConfig, run_pipeline
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="filesystem")
+    parser.add_argument("--task-count", type=int, default=3000, help="regenerate the scenario with this many tasks")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--algorithms", nargs="+", default=["dpo", "dmpo", "stepwise"])
+    parser.add_argument("--sft-model", type=Path, help="start from this SFT model instead of training one")
+    parser.add_argument("--sft-minutes", type=float, default=9.0)
+    parser.add_argument("--rollout-tasks", type=int, default=600, help="train tasks the SFT policy is sampled on")
+    parser.add_argument("--samples-per-task", type=int, default=2)
+    parser.add_argument("--branch-trajectories", type=int, default=200)
+    parser.add_argument("--branch-samples", type=int, default=4)
+    parser.add_argument("--tau", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--eval-episodes", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
+    args = parser.parse_args()
+
+    scenario_path = str(with_task_count(load_scenario(args.scenario), args.task_count, args.out / "scenarios")
+                        if args.task_count else args.scenario)
+    sft_model = args.sft_model
+    if sft_model is None:  # SFT once; every seed starts from it
+        sft_run = RunConfig.model_validate({
+            "out": args.out / "sft", "scenario": scenario_path, "train": {"algorithms": []},
+            "sft": {"data": "noisy", "config": {"learning_rate": 5e-3, "epochs": 8, "max_seconds": args.sft_minutes * 60,
+                                                "eval_every": 100, "save_every": 200}},
+            "eval": {"episodes": args.eval_episodes}})
+        run_pipeline(sft_run)
+        sft_model = args.out / "sft" / "sft" / "model"
+
+    results = []
+    for seed in args.seeds:
+        config = RunConfig.model_validate({
+            "out": args.out / f"seed-{seed}", "scenario": scenario_path, "seed": seed,
+            "model": {"path": sft_model}, "sft": {"enabled": False},
+            "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task},
+            "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
+                      "tau": args.tau},
+            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta}} for algo in args.algorithms],
+                      "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
+            "eval": {"episodes": args.eval_episodes}})
+        results.append(run_pipeline(config))
+
+    names = [row.name for row in results[0].rows]
+    table_rows = []
+    for name in names:
+        runs = [next(row for row in result.rows if row.name == name) for result in results]
+        success = [row.success_rate for row in runs]
+        reward = [row.mean_reward for row in runs]
+        pairs = [row.pairs for row in runs if row.pairs is not None]
+        table_rows.append([name, _mean_std(success, percent=True), _mean_std(reward), runs[0].episodes,
+                           " / ".join(map(str, pairs)) if pairs else "",
+                           " / ".join(f"{s:.1%}" for s in success)])
+    table = markdown_table(["model", "test success", "mean reward", "test episodes", "train pairs per seed",
+                            "success per seed"], table_rows)
+    print(table)
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "sft_model": str(sft_model),
+               "runs": [result.model_dump(mode="json") for result in results]}
+    name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
+    print(f"results: {write_results(name, payload, table)}")
+    return 0
+
+
+def _mean_std(values: list[float], percent: bool = False) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1%} ± {std:.1%}" if percent else f"{mean:.3f} ± {std:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
