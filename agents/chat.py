@@ -29,12 +29,15 @@ def system_prompt(info: dict[str, Any]) -> str:
     in about a third of the tokens, which matters for every forward pass over the conversation.
     """
     tools = "\n".join(f"- {_signature(schema['function'])}" for schema in info["tools"])
+    names = [schema["function"]["name"] for schema in info["tools"]]
+    # Tool-use scenarios end with final_answer, web pages with answer.
+    finish = next((name for name in ("final_answer", "answer") if name in names), None)
     parts = [
         "You are an agent that completes the user's request by calling tools, one call per turn.",
         " ".join(info.get("instructions", "").split()),
         f"Tools:\n{tools}",
-        'Reply with exactly one tool call as JSON: {"name": "<tool>", "arguments": {...}}. '
-        "Call final_answer when the request is done.",
+        'Reply with exactly one tool call as JSON: {"name": "<tool>", "arguments": {...}}.'
+        + (f" Call {finish} when the request is done." if finish else ""),
     ]
     return "\n\n".join(part for part in parts if part)
 

@@ -35,18 +35,7 @@ def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: st
     env_s, status, error = 0.0, "env_error", None
     try:
         agent.reset(observation, info, seed)
-        while True:
-            action = agent.act(observation, info)
-            turns.append(Turn(role="assistant", text=action.text, token_ids=action.token_ids,
-                              logprobs=action.logprobs, trainable=True))
-            step_started = time.perf_counter()
-            observation, reward, terminated, truncated, info = env.step(action.text)
-            env_s += time.perf_counter() - step_started
-            rewards.append(float(reward))
-            turns.append(Turn(role=info.get("observation_role", "observation"), text=observation))
-            if terminated or truncated:
-                status = info["status"]
-                break
+        status, env_s = act_until_done(env, agent, observation, info, turns, rewards)
     except Exception as exc:  # recorded, not raised: one broken episode must not lose the rest
         error = f"{type(exc).__name__}: {exc}"
     return Trajectory(
@@ -62,6 +51,27 @@ def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: st
         timing=EpisodeTiming(started_at=started_at, duration_s=time.perf_counter() - started, env_s=env_s),
         metadata={"error": error} if error else {},
     )
+
+
+def act_until_done(env: gym.Env, agent: Agent, observation: str, info: dict[str, Any], turns: list[Turn],
+                   rewards: list[float]) -> tuple[str, float]:
+    """Let `agent` act from the current state until the episode ends, appending to `turns` and `rewards`.
+
+    Returns the final status and the seconds spent in `env.step`. Exceptions propagate: callers
+    record them as `env_error`.
+    """
+    env_s = 0.0
+    while True:
+        action = agent.act(observation, info)
+        turns.append(Turn(role="assistant", text=action.text, token_ids=action.token_ids,
+                          logprobs=action.logprobs, trainable=True))
+        step_started = time.perf_counter()
+        observation, reward, terminated, truncated, info = env.step(action.text)
+        env_s += time.perf_counter() - step_started
+        rewards.append(float(reward))
+        turns.append(Turn(role=info.get("observation_role", "observation"), text=observation))
+        if terminated or truncated:
+            return info["status"], env_s
 
 
 class RolloutSummary(BaseModel):

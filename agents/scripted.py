@@ -13,7 +13,20 @@ from trajalign.agents.base import AgentAction
 from trajalign.envs.actions import ToolCall
 from trajalign.envs.scenario import FINAL_ANSWER, Scenario
 
-_GIVE_UP = ToolCall(name=FINAL_ANSWER, arguments={"answer": "I could not complete the request."})
+_GIVE_UP_TEXT = "I could not complete the request."
+# The action that ends an episode: web environments (web, MiniWoB++) call it answer(text).
+_WEB_KINDS = ("web", "miniwob")
+
+
+def final_answer_call(scenario: Scenario, text: str) -> ToolCall:
+    """The call that gives `text` as the final answer in this scenario's environment."""
+    if scenario.kind in _WEB_KINDS:
+        return ToolCall(name="answer", arguments={"text": text})
+    return ToolCall(name=FINAL_ANSWER, arguments={"answer": text})
+
+
+def _is_final(call: ToolCall) -> bool:
+    return call.name in (FINAL_ANSWER, "answer")
 
 
 class OracleAgent:
@@ -35,7 +48,7 @@ class OracleAgent:
 
     def _advance(self) -> ToolCall:
         if self._next >= len(self._plan):
-            return _GIVE_UP
+            return final_answer_call(self.scenario, _GIVE_UP_TEXT)
         self._next += 1
         return self._plan[self._next - 1]
 
@@ -76,7 +89,8 @@ class NoisyOracleAgent(OracleAgent):
         return AgentAction(call.to_text())
 
     def _choose(self) -> ToolCall:
-        intended = self._plan[self._next] if self._next < len(self._plan) else _GIVE_UP
+        intended = (self._plan[self._next] if self._next < len(self._plan)
+                    else final_answer_call(self.scenario, _GIVE_UP_TEXT))
         roll = self._rng.random()
         rates = self.rates
         if (roll := roll - rates.wrong_tool) < 0:
@@ -85,9 +99,9 @@ class NoisyOracleAgent(OracleAgent):
                 return ToolCall(name=self._rng.choice(others), arguments=intended.arguments)
         elif (roll := roll - rates.wrong_argument) < 0 and intended.arguments:
             return self._with_wrong_argument(intended)
-        elif (roll := roll - rates.premature_answer) < 0 and intended.name != FINAL_ANSWER:
+        elif (roll := roll - rates.premature_answer) < 0 and not _is_final(intended):
             self._next = len(self._plan)
-            return ToolCall(name=FINAL_ANSWER, arguments={"answer": "Done."})
+            return final_answer_call(self.scenario, "Done.")
         elif roll - rates.repeated_call < 0 and self._previous is not None:
             return self._previous
         return self._advance()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from trajalign.agents.base import Agent
 from trajalign.agents.chat import scenario_system_prompt
+from trajalign.agents.rollout import act_until_done
 from trajalign.agents.scripted import OracleAgent
 from trajalign.alignment.pairs import PreferencePair
 from trajalign.envs import Scenario, ScenarioError, load_scenario, make_env
@@ -497,18 +498,7 @@ def _continue_scripted(env: gym.Env, agent: Agent, state: _State, j: int) -> Tra
         reset, infos = restore_state(env, trajectory, k)
         resume_agent(agent, trajectory, k, reset, infos, state.seeds[j])
         observation, info = (turns[-1].text, infos[-1]) if k else reset
-        while True:
-            action = agent.act(observation, info)
-            turns.append(Turn(role="assistant", text=action.text, token_ids=action.token_ids,
-                              logprobs=action.logprobs, trainable=True))
-            step_started = time.perf_counter()
-            observation, reward, terminated, truncated, info = env.step(action.text)
-            env_s += time.perf_counter() - step_started
-            rewards.append(float(reward))
-            turns.append(Turn(role=info.get("observation_role", "observation"), text=observation))
-            if terminated or truncated:
-                status = info["status"]
-                break
+        status, env_s = act_until_done(env, agent, observation, info, turns, rewards)
     except Exception as exc:  # noqa: BLE001 -- recorded, not raised: one broken continuation must not lose the rest
         metadata["error"] = f"{type(exc).__name__}: {exc}"
     return trajectory.model_copy(update={

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from trajalign.agents.chat import ChatFormat
 from trajalign.agents.run_dir import (
+    Resume,
     append_metrics,
     batch_of_step,
     lr_factor,
@@ -206,6 +207,65 @@ def accumulate(model: Any, examples: Sequence[Example], config: TrainConfig, pad
     return {name: value / len(ordered) for name, value in totals.items()}
 
 
+class DataParallel:
+    """How this process takes part in training: alone (this class), or as one rank of a data-parallel group.
+
+    Single-process training is rank 0 of 1 and every hook below is trivial. `trajalign.ray_train`
+    runs the same loop on each Ray Train worker with a DDP subclass: each rank computes the
+    gradient of its shard of the global batch, the ranks sum them, and every rank takes the same
+    optimizer step. Rank 0 alone writes the run directory.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, configured: torch.device) -> torch.device:
+        """The device this rank trains on."""
+        return configured
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        return value
+
+    def prepare(self, model: Any, config: TrainConfig, pad_id: int) -> None:
+        """Called once the model is loaded (and resumed), before the first step."""
+
+    def accumulate(self, model: Any, batch: Sequence[Example], config: TrainConfig, pad_id: int) -> dict[str, float]:
+        """Gradients of the global batch's mean loss in `.grad` (the same on every rank); its mean metrics."""
+        return accumulate(model, batch, config, pad_id, backward=True)
+
+
+def shared_resume(parallel: DataParallel, opened: Resume | TrainError | None) -> Resume:
+    """Where every rank starts: rank 0 opened the run (`opened`, or why it could not), the others load its
+    checkpoint themselves; a run directory rank 0 refused raises the same `TrainError` on every rank."""
+    if parallel.world_size > 1:
+        if isinstance(opened, TrainError):
+            shared: dict[str, Any] = {"error": str(opened)}
+        elif opened is not None:
+            shared = {"checkpoint": str(opened.checkpoint) if opened.checkpoint is not None else None,
+                      "complete": opened.complete}
+        else:
+            shared = {}
+        shared = parallel.broadcast(shared)
+        if "error" in shared:
+            raise TrainError(shared["error"])
+        if opened is None:
+            checkpoint = Path(shared["checkpoint"]) if shared["checkpoint"] else None
+            state = torch.load(checkpoint / "trainer_state.pt", weights_only=True) if checkpoint else None
+            return Resume(state, checkpoint, shared["complete"])
+    if isinstance(opened, TrainError):
+        raise opened
+    assert opened is not None
+    return opened
+
+
 @torch.no_grad()
 def evaluate(model: Any, examples: Sequence[Example], config: TrainConfig, pad_id: int) -> dict[str, float]:
     was_training = model.training
@@ -235,10 +295,12 @@ def train_preferences(
     config: TrainConfig | None = None,
     scenario_paths: Mapping[str, str | Path] | None = None,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train the model in `model_dir` (also the reference) on the pairs; the run lives in `out`.
 
     Rerunning with the same `out` resumes from its latest checkpoint, or reports that it is complete.
+    `parallel` makes this process one rank of a data-parallel group (see `DataParallel`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -250,7 +312,11 @@ def train_preferences(
     files = [Path(pairs_files)] if isinstance(pairs_files, (str, Path)) else [Path(f) for f in pairs_files]
     if not (model_dir / "config.json").is_file():
         raise TrainError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+    parallel = parallel or DataParallel()
+    main = parallel.is_main
+    progress = progress and main
+    device = parallel.device(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto"
+                                          else config.device))
 
     # -- data: pairs in the model's token layout, split by a hash of their task
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -296,8 +362,14 @@ def train_preferences(
                      "warmup_steps": warmup})
 
     # -- resume, or start: the reference log-probs come from the starting model
-    resume = open_run(out, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"),
-                      RESUMABLE_CHANGES, total_steps, TrainError)
+    opened: Resume | TrainError | None = None
+    if main:
+        try:
+            opened = open_run(out, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"),
+                              RESUMABLE_CHANGES, total_steps, TrainError)
+        except TrainError as exc:
+            opened = exc
+    resume = shared_resume(parallel, opened)
     if resume.complete:
         result = TrainResult.model_validate_json((out / "result.json").read_text(encoding="utf-8"))
         return result.model_copy(update={"stop_reason": "already_complete"})
@@ -305,14 +377,19 @@ def train_preferences(
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.to(device)
     if config.loss.algo != "simpo":
+        if not main:  # rank 0 computes and stores them; the others read them
+            parallel.barrier()
         referenced = {pair.id: pair for pair in with_reference(model, fmt, [e.pair for e in examples], out, system,
                                                                config.micro_batch_size * 2, progress)}
+        if main:
+            parallel.barrier()
         train = [Example(referenced[e.pair.id], e.tokens) for e in train]
         val = [Example(referenced[e.pair.id], e.tokens) for e in val]
     if resume.checkpoint is not None:
         with quiet_progress_bars():
             model = AutoModelForCausalLM.from_pretrained(str(resume.checkpoint), dtype=torch.float32).to(device)
     model.train()
+    parallel.prepare(model, config, pad_id)
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total_steps,
                                                                                   config.min_lr_ratio))
@@ -328,7 +405,7 @@ def train_preferences(
                 "scheduler": scheduler.state_dict(), "rng": rng_state()}
 
     def run_eval() -> dict[str, float] | None:
-        if not val:
+        if not val or not main:
             return None
         metrics = evaluate(model, val, config, pad_id)
         append_metrics(out, {"step": step, "epoch": step / steps_per_epoch, **metrics, "seconds": train_seconds})
@@ -348,7 +425,7 @@ def train_preferences(
 
         lr = scheduler.get_last_lr()[0]
         optimizer.zero_grad(set_to_none=True)
-        metrics = accumulate(model, batch, config, pad_id, backward=True)
+        metrics = parallel.accumulate(model, batch, config, pad_id)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
         optimizer.step()
         scheduler.step()
@@ -357,18 +434,22 @@ def train_preferences(
         seconds = time.perf_counter() - step_started
         train_seconds += seconds
         last = {**metrics, "lr": lr, "grad_norm": float(grad_norm), "pairs_per_second": len(batch) / seconds}
-        append_metrics(out, {"step": step, "epoch": step / steps_per_epoch, **last, "pairs": len(batch),
-                             "seconds": train_seconds})
+        if main:
+            append_metrics(out, {"step": step, "epoch": step / steps_per_epoch, **last, "pairs": len(batch),
+                                 "seconds": train_seconds})
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", margin=f"{metrics['rewards/margins']:.3f}",
                         acc=f"{metrics['rewards/accuracies']:.2f}", refresh=False)
         bar.update()
 
         out_of_time = config.max_seconds is not None and time.perf_counter() - started >= config.max_seconds
+        if config.max_seconds is not None:
+            out_of_time = parallel.broadcast(out_of_time)  # every rank stops at the same step
         if step % config.eval_every == 0 or step == total_steps or out_of_time:
             last_eval, evaluated_at = run_eval(), step
         if step % config.save_every == 0 or step == total_steps or out_of_time:
-            save_checkpoint(out, step, model, tokenizer, model_dir, trainer_state())
-            plot_run(out)
+            if main:
+                save_checkpoint(out, step, model, tokenizer, model_dir, trainer_state())
+                plot_run(out)
             saved_at = step
         if out_of_time and step < total_steps:
             stop_reason = "max_seconds"
@@ -378,11 +459,12 @@ def train_preferences(
     # -- the final model and the report
     if evaluated_at != step:
         last_eval = run_eval()
-    if saved_at != step:
-        save_checkpoint(out, step, model, tokenizer, model_dir, trainer_state())
-    plot_run(out)
-    save_model_dir(model, tokenizer, model_dir, out / "model", metadata={
-        "preference": {"algo": config.loss.algo, "base_model": str(model_dir), "run": str(out.resolve()), "steps": step}})
+    if main:
+        if saved_at != step:
+            save_checkpoint(out, step, model, tokenizer, model_dir, trainer_state())
+        plot_run(out)
+        save_model_dir(model, tokenizer, model_dir, out / "model", metadata={"preference": {
+            "algo": config.loss.algo, "base_model": str(model_dir), "run": str(out.resolve()), "steps": step}})
     if not last:  # nothing left to train this invocation
         last = next(({k: v for k, v in m.items() if isinstance(v, float)} for m in reversed(read_metrics(out))
                      if "loss" in m), {})
@@ -393,6 +475,8 @@ def train_preferences(
         pairs_per_second=trained_pairs / max(train_seconds, 1e-9), final=last, final_val=last_eval,
         resumed_from_step=resume.state["step"] if resume.state is not None else None, counts=counts,
     )
+    if not main:
+        return result
     write_text(out / "result.json", result.model_dump_json(indent=2) + "\n")
     if stop_reason == "max_seconds":
         print(f"stopped after {time.perf_counter() - started:.0f}s (max_seconds) at step {step} of {total_steps}; "
@@ -410,5 +494,5 @@ def _system_prompt_of(prompts: SystemPrompts, data_file: Path) -> Callable[[str]
     return system
 
 
-__all__ = ["PairCounts", "TrainConfig", "TrainError", "TrainResult", "read_pairs",
+__all__ = ["DataParallel", "PairCounts", "TrainConfig", "TrainError", "TrainResult", "read_pairs",
            "train_preferences"]

@@ -7,22 +7,27 @@ branch pairs (per-state Monte-Carlo credit, for stepwise), trains each algorithm
 policy, and evaluates every model greedily on the test split. The table reports mean ± std over
 seeds of test success and mean reward.
 
-    python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2]
+    python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
         [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import yaml
 
 from _common import markdown_table, write_results
 from sft_tool_use import with_task_count
 
 from trajalign.envs import load_scenario
-from trajalign.pipeline import RunConfig, run_pipeline
+from trajalign.pipeline import PipelineResult, RunConfig, run_pipeline
 
 
 def main() -> int:
@@ -35,13 +40,15 @@ def main() -> int:
     parser.add_argument("--sft-minutes", type=float, default=9.0)
     parser.add_argument("--rollout-tasks", type=int, default=600, help="train tasks the SFT policy is sampled on")
     parser.add_argument("--samples-per-task", type=int, default=2)
-    parser.add_argument("--branch-trajectories", type=int, default=200)
+    parser.add_argument("--branch-trajectories", type=int, default=500)
     parser.add_argument("--branch-samples", type=int, default=4)
+    parser.add_argument("--states-per-trajectory", type=int, default=3)
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--eval-episodes", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
     args = parser.parse_args()
 
@@ -57,18 +64,19 @@ def main() -> int:
         run_pipeline(sft_run)
         sft_model = args.out / "sft" / "sft" / "model"
 
-    results = []
+    configs = []
     for seed in args.seeds:
         config = RunConfig.model_validate({
             "out": args.out / f"seed-{seed}", "scenario": scenario_path, "seed": seed,
             "model": {"path": sft_model}, "sft": {"enabled": False},
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
-                      "tau": args.tau},
+                      "states_per_trajectory": args.states_per_trajectory, "tau": args.tau},
             "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta}} for algo in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
             "eval": {"episodes": args.eval_episodes}})
-        results.append(run_pipeline(config))
+        configs.append(config)
+    results = run_seeds(configs, args.jobs)
 
     names = [row.name for row in results[0].rows]
     table_rows = []
@@ -88,6 +96,29 @@ def main() -> int:
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
     print(f"results: {write_results(name, payload, table)}")
     return 0
+
+
+def run_seeds(configs: list[RunConfig], jobs: int) -> list[PipelineResult]:
+    """Each seed's pipeline, `jobs` at a time as `trajalign run` processes (one at a time: in this process)."""
+    if jobs <= 1:
+        return [run_pipeline(config) for config in configs]
+    pending, running = list(configs), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            config = pending.pop(0)
+            config.out.mkdir(parents=True, exist_ok=True)
+            path = config.out / "pipeline.yaml"
+            path.write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+            log = open(config.out / "pipeline.log", "w")
+            running.append((subprocess.Popen([sys.executable, "-m", "trajalign", "run", "--config", str(path),
+                                              "--no-progress"], stdout=log, stderr=subprocess.STDOUT), config))
+        for process, config in list(running):
+            if process.poll() is not None:
+                running.remove((process, config))
+                if process.returncode != 0:
+                    raise SystemExit(f"seed {config.seed} failed; see {config.out / 'pipeline.log'}")
+        time.sleep(1)
+    return [PipelineResult.model_validate_json((config.out / "results.json").read_text()) for config in configs]
 
 
 def _mean_std(values: list[float], percent: bool = False) -> str:

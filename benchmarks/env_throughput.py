@@ -1,17 +1,28 @@
-"""Tool-use environment throughput: env steps per second per domain, in one process (one core).
+"""Environment throughput: env steps per second per domain, in one process (one core).
 
-Two figures per agent: `env steps/s` counts only time inside `reset` and `step` (what the
+Tool use: two figures per agent: `env steps/s` counts only time inside `reset` and `step` (what the
 environment costs), `end-to-end steps/s` also counts the agent and the trajectory bookkeeping
 of `run_episode`. The target is >= 5,000 env steps/s per core.
 
-    python benchmarks/env_throughput.py [--steps 20000]
+Web and MiniWoB++ (real Chromium, one browser per env, a fresh context per episode): steps/s over
+browser actions only (every action reaches the page), resets timed separately, and episodes/s
+with resets included. Web scenarios are played by their oracles; MiniWoB++ tasks by an agent that
+clicks a random element of the page (the episode ends when the page says so).
+
+    python benchmarks/env_throughput.py [--steps 20000] [--kinds tool_use,web,miniwob] [--web-episodes 30]
+
+Tool-use results go to results/env_throughput.*, web and MiniWoB++ to results/env_throughput_web.*.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import sys
 import time
+
+import gymnasium as gym
 
 from _common import markdown_table, write_results
 
@@ -51,10 +62,97 @@ def measure(env, agent, steps: int) -> dict:
             "rollout_steps_per_s": recorded / rollout_seconds}
 
 
+MINIWOB_TASKS = ["click-test", "click-button", "enter-text", "login-user", "focus-text", "click-checkboxes",
+                 "click-link", "click-tab"]
+
+
+class RandomClicker:
+    """Clicks a random element of the page: every action is valid and reaches the browser."""
+
+    name = "random-click"
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+
+    def reset(self, observation, info, seed=None) -> None:
+        self.rng = random.Random(seed)
+
+    def act(self, observation, info):
+        from trajalign.agents import AgentAction
+
+        return AgentAction(f'click("{self.rng.choice(info["element_ids"])}")')
+
+
+def measure_browser(env, agent, episodes: int, task_ids: list[str] | None = None) -> dict:
+    """Play `episodes` episodes; time resets and steps separately."""
+    reset_seconds, step_seconds, steps = 0.0, 0.0, 0
+    started = time.perf_counter()
+    for episode in range(episodes):
+        options = {"task_id": task_ids[episode % len(task_ids)]} if task_ids else None
+        t0 = time.perf_counter()
+        observation, info = env.reset(seed=episode, options=options)
+        reset_seconds += time.perf_counter() - t0
+        agent.reset(observation, info, seed=episode)
+        while True:
+            action = agent.act(observation, info).text
+            t0 = time.perf_counter()
+            observation, _, terminated, truncated, info = env.step(action)
+            step_seconds += time.perf_counter() - t0
+            steps += 1
+            assert info["status"] != "env_error", info
+            if terminated or truncated:
+                break
+    total = time.perf_counter() - started
+    return {"episodes": episodes, "steps": steps, "steps_per_s": steps / step_seconds,
+            "mean_step_ms": 1000 * step_seconds / steps, "mean_reset_ms": 1000 * reset_seconds / episodes,
+            "episodes_per_s": episodes / total, "steps_per_s_with_resets": steps / total}
+
+
+def browser_rows(episodes: int) -> tuple[list[list], dict]:
+    rows, payload = [], {}
+    for name in builtin_scenarios():
+        scenario = load_scenario(name)
+        if scenario.kind != "web":
+            continue
+        env = make_env(scenario).unwrapped
+        tasks = scenario.tasks_in("train")
+        task_ids = [task.id for task in tasks[:: max(1, len(tasks) // episodes)]][:episodes]
+        env.reset(seed=0)  # start the browser outside the timing
+        payload[f"{name}/oracle"] = result = measure_browser(env, OracleAgent(scenario), episodes, task_ids)
+        env.close()
+        rows.append(_browser_row(name, "oracle", result))
+    env = gym.make("trajalign/MiniWoB-v0", task=MINIWOB_TASKS[0]).unwrapped
+    env.reset(seed=0)
+    task_ids = [f"{task}/{seed}" for seed in range(episodes) for task in MINIWOB_TASKS][: episodes * 2]
+    payload["miniwob/random-click"] = result = measure_browser(env, RandomClicker(), len(task_ids), task_ids)
+    env.close()
+    rows.append(_browser_row(f"miniwob ({len(MINIWOB_TASKS)} tasks)", "random-click", result))
+    return rows, payload
+
+
+def _browser_row(name: str, agent: str, result: dict) -> list:
+    print(f"{name:<24}{agent:<14}{result['steps_per_s']:>8.1f} steps/s", file=sys.stderr)
+    return [name, agent, result["episodes"], result["steps"], f"{result['steps_per_s']:.1f}",
+            f"{result['mean_step_ms']:.0f}", f"{result['mean_reset_ms']:.0f}", f"{result['episodes_per_s']:.2f}",
+            f"{result['steps_per_s_with_resets']:.1f}"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20000, help="env steps per (domain, agent)")
+    parser.add_argument("--steps", type=int, default=20000, help="tool use: env steps per (domain, agent)")
+    parser.add_argument("--kinds", default="tool_use,web,miniwob", help="which environments to measure")
+    parser.add_argument("--web-episodes", type=int, default=30, help="web: episodes per scenario (MiniWoB++: twice)")
     args = parser.parse_args()
+    kinds = set(args.kinds.split(","))
+    if kinds & {"web", "miniwob"}:
+        rows, payload = browser_rows(args.web_episodes)
+        table = markdown_table(["environment", "agent", "episodes", "steps", "steps/s", "ms/step", "ms/reset",
+                                "episodes/s", "steps/s with resets"], rows)
+        print(table)
+        load = os.getloadavg()
+        print(f"results: {write_results('env_throughput_web', {'results': payload, 'load_average': load}, table)}")
+    if "tool_use" not in kinds:
+        return 0
     rows, payload = [], {}
     for name in builtin_scenarios():
         scenario = load_scenario(name)

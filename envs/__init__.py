@@ -1,8 +1,10 @@
 """Gymnasium environments for multi-turn agent tasks.
 
-Importing this package registers the environment ids with Gymnasium. The entry points are
-strings, so `gym.make("trajalign/ToolUse-v0", ...)` also works in Ray workers and subprocesses
-(use `gym.make("trajalign:trajalign/ToolUse-v0", ...)` where `trajalign` may not be imported yet).
+Importing this package registers the environment ids with Gymnasium: `trajalign/ToolUse-v0`,
+`trajalign/Web-v0` (web scenarios in Chromium, docs/web.md) and `trajalign/MiniWoB-v0`. The entry
+points are strings, so `gym.make("trajalign/ToolUse-v0", ...)` also works in Ray workers and
+subprocesses (use `gym.make("trajalign:trajalign/ToolUse-v0", ...)` where `trajalign` may not be
+imported yet), and the browser modules are imported only when a web environment is made.
 """
 
 import gymnasium as gym
@@ -23,10 +25,14 @@ from trajalign.envs.tools import ToolError
 from trajalign.envs.trajectory import Status, Trajectory, Turn
 from trajalign.envs.user_sim import ScriptedUser, UserSimulator
 
-ENV_IDS = {"trajalign/ToolUse-v0": "trajalign.envs.tool_use:ToolUseEnv"}
+ENV_IDS = {
+    "trajalign/ToolUse-v0": "trajalign.envs.tool_use:ToolUseEnv",
+    "trajalign/Web-v0": "trajalign.envs.web:WebEnv",
+    "trajalign/MiniWoB-v0": "trajalign.envs.miniwob:MiniWoBEnv",
+}
 
 # Scenario kind -> the environment id that serves it.
-ENV_ID_BY_KIND = {"tool_use": "trajalign/ToolUse-v0"}
+ENV_ID_BY_KIND = {"tool_use": "trajalign/ToolUse-v0", "web": "trajalign/Web-v0", "miniwob": "trajalign/MiniWoB-v0"}
 
 for _env_id, _entry_point in ENV_IDS.items():
     if _env_id not in gym.registry:

@@ -92,7 +92,7 @@ class ScenarioFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["tool_use"] = "tool_use"
+    kind: Literal["tool_use", "web"] = "tool_use"  # web scenarios have their own schema (web_scenario.py)
     description: str = ""
     instructions: str = Field("", description="Extra guidance for the agent's system prompt.")
     tools_module: str = "tools.py"
@@ -206,6 +206,10 @@ def _load(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping of fields at the top level, got {type(raw).__name__}.")
+    if raw.get("kind") == "web":  # sites instead of tools: see envs/web_scenario.py
+        from trajalign.envs.web_scenario import load_web_scenario
+
+        return load_web_scenario(path, raw)
     try:
         spec = ScenarioFile.model_validate(raw)
     except ValidationError as exc:

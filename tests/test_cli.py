@@ -14,7 +14,9 @@ def test_scenarios_list_json(capsys):
     assert {"retail", "filesystem", "travel"} <= {row["name"] for row in rows}
     assert all(row["train_tasks"] + row["test_tasks"] >= 500 for row in rows)
     assert main(["scenarios", "list", "--kind", "web", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    web = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in web} == {"shop", "accounts", "wiki"}
+    assert all(row["kind"] == "web" and row["train_tasks"] + row["test_tasks"] >= 300 for row in web)
 
 
 def test_rollout_writes_trajectories_and_summary_and_resumes(tmp_path, capsys):

@@ -12,6 +12,7 @@ from trajalign.agents import Agent, NoiseRates, NoisyOracleAgent, OracleAgent, R
 from trajalign.agents.rollout import Player, episode_plan, record_rollouts
 from trajalign.envs import Scenario, ScenarioError, builtin_scenarios, load_scenario
 from trajalign.pairs_cli import add_pairs_commands
+from trajalign.ray_cluster import add_worker_arguments, check_worker_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rollout = commands.add_parser("rollout", help="roll out an agent and append trajectories to a JSONL file")
     rollout.add_argument("--scenario", required=True, help="built-in name, scenario folder, or YAML file")
+    rollout.add_argument("--task", help="with --scenario miniwob: the MiniWoB++ task, e.g. click-test "
+                         "(see `trajalign scenarios list --kind miniwob`)")
     rollout.add_argument("--agent", default="oracle", metavar="oracle|noisy|random|MODEL_DIR",
                          help="a scripted agent, or a Hugging Face model directory to sample actions from")
     rollout.add_argument("--split", default="train", choices=["train", "test"])
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                          help='noisy agent rates, e.g. \'{"wrong_tool": 0.1, "premature_answer": 0.0}\'')
     rollout.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_arguments(rollout, default_temperature=1.0)
+    add_worker_arguments(rollout)
     rollout.set_defaults(handler=_rollout)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on held-out tasks: success, reward, pass^k")
@@ -64,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--summary-json", type=Path, help="also write the summary to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_model_arguments(evaluate, default_temperature=None)
+    add_worker_arguments(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     model = commands.add_parser("model", help="build local models").add_subparsers(dest="model_command", required=True)
@@ -119,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--scenario", action="append", default=[], metavar="PATH",
                        help="folder or YAML file of a scenario the pairs come from that is not built in")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_worker_arguments(train, "Train workers (DDP: gloo on CPU, nccl on GPU)")
+    train.add_argument("--max-failures", type=int, default=3,
+                       help="with --workers: worker-group restarts (from the last checkpoint) before giving up")
     train.set_defaults(handler=_train)
     add_pairs_commands(commands)
 
@@ -130,7 +138,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--algorithms", type=lambda text: text.split(","), metavar="A,B,...",
                      help="comma-separated algorithms to train side by side, e.g. dpo,dmpo,stepwise")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_worker_arguments(run, "actors for rollouts, branching and evaluation (overrides the config's `ray`)")
     run.set_defaults(handler=_run)
+
+    baseline = commands.add_parser("baseline", help="non-LLM baselines on the same tasks").add_subparsers(
+        dest="baseline_command", required=True)
+    ppo = baseline.add_parser("ppo", help="RLlib PPO choosing among admissible tool calls; evaluated on the test "
+                                          "split like `trajalign eval` (docs/ray.md)")
+    ppo.add_argument("--scenario", required=True, help="a tool-use scenario: built-in name, folder, or YAML file")
+    ppo.add_argument("--iterations", type=int, default=20, help="PPO training iterations")
+    ppo.add_argument("--out", required=True, type=Path, help="run directory (metrics, checkpoint, test trajectories)")
+    ppo.add_argument("--episodes", type=int, default=100, help="test tasks to evaluate on")
+    ppo.add_argument("--train-batch-size", type=int, default=2000, help="env steps per iteration")
+    ppo.add_argument("--lr", type=float, default=3e-4)
+    ppo.add_argument("--max-candidates", type=int, default=32, help="admissible actions offered per step")
+    ppo.add_argument("--shaping", type=float, default=1.0, help="potential-based reward shaping weight (0: off)")
+    ppo.add_argument("--env-runners", type=int, default=1, help="RLlib env-runner actors (0: sample in the driver)")
+    ppo.add_argument("--seed", type=int, default=0)
+    ppo.add_argument("--summary-json", type=Path, help="also write the test summary to this JSON file")
+    ppo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ppo.set_defaults(handler=_baseline_ppo)
     return parser
 
 
@@ -146,6 +173,8 @@ def _scenario_row(scenario: Scenario) -> dict:
 
 
 def _scenarios_list(args: argparse.Namespace) -> int:
+    if args.kind == "miniwob":
+        return _miniwob_list(args)
     rows = [_scenario_row(load_scenario(name)) for name in builtin_scenarios()]
     rows = [row for row in rows if args.kind in (None, row["kind"])]
     if args.json:
@@ -156,6 +185,23 @@ def _scenarios_list(args: argparse.Namespace) -> int:
     for row in rows:
         description = row["description"][:70] + ("..." if len(row["description"]) > 70 else "")
         print(f"{row['name']:<14}{row['kind']:<10}{row['train_tasks']:>6}{row['test_tasks']:>6}  {description}")
+    return 0
+
+
+def _miniwob_list(args: argparse.Namespace) -> int:
+    """The MiniWoB++ tasks that load and reset in Chromium (probed once per install, then cached)."""
+    from trajalign.envs.miniwob import TEST_SEEDS, TRAIN_SEEDS, loadable_tasks
+
+    rows = [{"name": f"miniwob/{task}", "kind": "miniwob", "train_tasks": TRAIN_SEEDS, "test_tasks": TEST_SEEDS,
+             "tools": ["click", "type", "select", "scroll", "go_back", "answer"],
+             "description": f"MiniWoB++ {task}; run with --scenario miniwob --task {task}"}
+            for task in loadable_tasks()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(rows)} MiniWoB++ tasks load and reset; train/test count seeds")
+    for row in rows:
+        print(f"{row['name']:<36}{row['kind']:<10}{row['train_tasks']:>6}{row['test_tasks']:>6}")
     return 0
 
 
@@ -193,12 +239,43 @@ def _play_with_policy(policy: Any, scenario: Scenario, split: str, batch_size: i
     return lambda todo: play_llm_episodes(policy, scenario, split, todo, batch_size)
 
 
+def _rollout_scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario to roll out: a scenario by name or path, or a MiniWoB++ task (`--scenario miniwob --task T`)."""
+    name = str(args.scenario)
+    if args.task and name != "miniwob":
+        raise ScenarioError("--task picks a MiniWoB++ task and needs --scenario miniwob")
+    if name == "miniwob" or name.startswith("miniwob/"):
+        from trajalign.envs.miniwob import miniwob_scenario
+
+        task = args.task or name.removeprefix("miniwob/").removeprefix("miniwob")
+        if not task:
+            raise ScenarioError("--scenario miniwob needs --task NAME (see `trajalign scenarios list --kind miniwob`)")
+        try:
+            return miniwob_scenario(task)
+        except (ValueError, RuntimeError) as exc:
+            raise ScenarioError(str(exc)) from None
+    return load_scenario(args.scenario)
+
+
 def _rollout(args: argparse.Namespace) -> int:
     if args.episodes <= 0:
         print("error: --episodes must be positive", file=sys.stderr)
         return 2
-    scenario = load_scenario(args.scenario)
-    if args.agent in SCRIPTED_AGENTS:
+    if (problem := check_worker_arguments(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    scenario = _rollout_scenario(args)
+    if scenario.kind == "miniwob" and args.agent in ("oracle", "noisy"):
+        print("error: MiniWoB++ tasks have no oracle solutions; use --agent random or a model directory",
+              file=sys.stderr)
+        return 2
+    if args.workers is not None and (args.agent in SCRIPTED_AGENTS or Path(args.agent).is_dir()):
+        from trajalign.ray_rollouts import ray_run_rollouts
+
+        summary = ray_run_rollouts(scenario, _agent_spec(args, args.agent, args.temperature), args.split,
+                                   args.episodes, args.seed, args.out, _worker_settings(args),
+                                   progress=not args.no_progress)
+    elif args.agent in SCRIPTED_AGENTS:
         summary = run_rollouts(scenario, _agent_factory(args, scenario), args.split, args.episodes, args.seed,
                                args.out, progress=not args.no_progress)
     elif Path(args.agent).is_dir():
@@ -230,9 +307,22 @@ def _eval(args: argparse.Namespace) -> int:
     if temperature == 0 and args.samples > 1:
         print("warning: greedy decoding makes every sample of a task the same; pass^k then equals pass^1",
               file=sys.stderr)
-    policy = _load_policy(args.model, args, temperature)
-    result, _ = evaluate_policy(policy, scenario, args.split, args.episodes, args.samples, args.seed, args.out,
-                                args.batch_size, progress=not args.no_progress)
+    if (problem := check_worker_arguments(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.workers is not None:
+        from trajalign.ray_rollouts import ray_evaluate
+
+        if not (args.model / "config.json").is_file():
+            print(f"error: {args.model} is not a Hugging Face model directory (no config.json)", file=sys.stderr)
+            return 2
+        result, _ = ray_evaluate(_agent_spec(args, str(args.model), temperature), scenario, args.split, args.episodes,
+                                 args.samples, args.seed, args.out, _worker_settings(args),
+                                 progress=not args.no_progress)
+    else:
+        policy = _load_policy(args.model, args, temperature)
+        result, _ = evaluate_policy(policy, scenario, args.split, args.episodes, args.samples, args.seed, args.out,
+                                    args.batch_size, progress=not args.no_progress)
     print(result.table())
     _write_summary(args.summary_json, result)
     return 0
@@ -311,9 +401,20 @@ def _train(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _settings_error(exc)
     scenario_paths = {load_scenario(path).name: path for path in args.scenario}
+    if (problem := check_worker_arguments(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        result = train_preferences(args.model, args.pairs, args.out, config, scenario_paths,
-                                   progress=not args.no_progress)
+        if args.workers is not None:
+            from trajalign.ray_train import train_preferences_on_ray
+
+            result = train_preferences_on_ray(args.model, args.pairs, args.out, config, scenario_paths,
+                                              workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                                              gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures,
+                                              progress=not args.no_progress)
+        else:
+            result = train_preferences(args.model, args.pairs, args.out, config, scenario_paths,
+                                       progress=not args.no_progress)
     except TrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -336,6 +437,12 @@ def _run(args: argparse.Namespace) -> int:
     from trajalign.pipeline import PipelineError, load_config, run_pipeline
 
     overrides: dict[str, Any] = {"out": args.out, "scenario": args.scenario, "seed": args.seed}
+    if (problem := check_worker_arguments(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.workers is not None:
+        overrides["ray"] = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
+                            "gpus_per_worker": args.gpus_per_worker}
     try:
         config = load_config(args.config, overrides)
         if args.algorithms:
@@ -356,6 +463,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline_ppo(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    scenario = load_scenario(args.scenario)
+    if scenario.kind != "tool_use":
+        print(f"error: {scenario.name} is a {scenario.kind} scenario; the PPO baseline needs a tool-use one",
+              file=sys.stderr)
+        return 2
+    # Imported here: Ray, RLlib and torch take seconds to import.
+    from trajalign.baseline import PPOSettings, train_ppo_baseline
+    from trajalign.ray_cluster import ray_session
+
+    try:
+        settings = PPOSettings(scenario=str(scenario.path), iterations=args.iterations, eval_episodes=args.episodes,
+                               train_batch_size=args.train_batch_size, learning_rate=args.lr,
+                               max_candidates=args.max_candidates, shaping=args.shaping, env_runners=args.env_runners,
+                               minibatch_size=min(256, args.train_batch_size), seed=args.seed)
+    except ValidationError as exc:
+        return _settings_error(exc)
+    with ray_session():
+        result = train_ppo_baseline(settings, args.out, progress=not args.no_progress)
+    print(result.test.table())
+    print(f"random agent on the same episodes: success rate {result.random_test_success:.3f}")
+    print(f"ppo: {result.iterations} iterations, {result.env_steps} env steps, {result.seconds:.0f}s; "
+          f"checkpoint: {result.checkpoint}")
+    _write_summary(args.summary_json, result.test)
+    return 0
+
+
 def _settings_error(exc: Any) -> int:
     error = exc.errors(include_url=False)[0]
     print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
@@ -363,6 +499,24 @@ def _settings_error(exc: Any) -> int:
 
 
 SCRIPTED_AGENTS = ("oracle", "noisy", "random")
+
+
+def _agent_spec(args: argparse.Namespace, agent: str, temperature: float | None) -> Any:
+    """What each Ray actor builds: the agent `_agent_factory` or `_load_policy` builds here."""
+    from trajalign.ray_rollouts import AgentSpec
+
+    sampling = {"top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    if temperature is not None:
+        sampling["temperature"] = temperature
+    return AgentSpec(agent=agent, seed=args.seed, noise=getattr(args, "noise", None), sampling=sampling,
+                     reuse_cache=not args.no_cache_reuse, batch_size=args.batch_size)
+
+
+def _worker_settings(args: argparse.Namespace) -> Any:
+    from trajalign.ray_rollouts import WorkerSettings
+
+    return WorkerSettings(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker)
 
 
 def _agent_factory(args: argparse.Namespace, scenario: Scenario) -> Callable[[], Agent]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from trajalign.envs.jsonl import BadLine, JsonlReader, JsonlWriter
 from trajalign.envs.trajectory import Trajectory
+from trajalign.ray_cluster import add_worker_arguments, check_worker_arguments
 
 # The formats of trajalign.alignment.formats, listed here so building the parser imports no torch.
 FORMATS = ("trl", "openai", "sharegpt")
@@ -67,6 +68,7 @@ def add_pairs_commands(commands: Any) -> None:
     group.add_argument("--max-new-tokens", type=int, default=96, help="an action is cut at this many tokens")
     group.add_argument("--no-cache-reuse", action="store_true", help="recompute the whole conversation each turn")
     branch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_worker_arguments(branch, "actors for the continuations")
     branch.set_defaults(handler=_branch)
 
     export = pairs.add_parser("export", help="write a pairs file in another tool's format (the output is replaced)")
@@ -127,12 +129,16 @@ def _branch(args: argparse.Namespace) -> int:
     missing = [path for path in args.data if not path.is_file()]
     if missing:
         return _error(f"no such file: {', '.join(map(str, missing))}")
+    if (problem := check_worker_arguments(args)) is not None:
+        return _error(problem)
     try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
         return _error(str(exc))
     bad: list[BadLine] = []
     trajectories = list(_read(args.data, bad))[:args.max_trajectories]
+    if args.workers is not None:
+        return _branch_on_ray(args, scenario, trajectories, bad)
     options: dict[str, Any] = {}
     if args.model is not None:
         from trajalign.agents.llm import LLMPolicy, SamplingConfig
@@ -158,6 +164,33 @@ def _branch(args: argparse.Namespace) -> int:
                          seed=args.seed, stats=stats, progress=not args.no_progress, **options)
     written, duplicates = _write_pairs(pairs, args.out)
     _print_summary(stats.summary(), written, duplicates, bad, args.out)
+    return 0
+
+
+def _branch_on_ray(args: argparse.Namespace, scenario: Any, trajectories: list[Trajectory], bad: list[BadLine]) -> int:
+    """`pairs branch --workers N`: the same pairs, with the continuations played on Ray actors."""
+    from trajalign.alignment.builders import PairStats
+    from trajalign.ray_rollouts import AgentSpec, RolloutPool, WorkerSettings
+
+    if args.model is not None and not (args.model / "config.json").is_file():
+        return _error(f"{args.model} is not a Hugging Face model directory (no config.json)")
+    if args.model is not None and args.temperature == 0:
+        print("warning: greedy decoding makes every continuation of a state the same; no pairs can differ",
+              file=sys.stderr)
+    spec = AgentSpec(agent=str(args.model) if args.model is not None else args.agent, noise=args.noise,
+                     sampling={"temperature": args.temperature, "top_p": args.top_p,
+                               "max_new_tokens": args.max_new_tokens, "seed": args.seed},
+                     reuse_cache=not args.no_cache_reuse, batch_size=args.batch_size)
+    settings = WorkerSettings(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                              gpus_per_worker=args.gpus_per_worker)
+    options = {"samples": args.samples, "tau": args.tau, "max_states_per_trajectory": args.states_per_trajectory,
+               "seed": args.seed}
+    stats = PairStats()
+    with RolloutPool(scenario, spec, settings) as pool:
+        written, duplicates = _write_pairs(pool.branch(trajectories, options, stats, not args.no_progress), args.out)
+        report = pool.report
+    _print_summary(stats.summary(), written, duplicates, bad, args.out)
+    print("ray: " + ", ".join(f"{name} {value}" for name, value in report.rows()))
     return 0
 
 

@@ -118,6 +118,25 @@ class EvalSettings(SamplingSettings):
     include_base: bool = Field(False, description="Also evaluate the model before SFT.")
 
 
+class RaySettings(_Settings):
+    """Where the heavy stages run: in this process (the default), or on Ray (docs/ray.md)."""
+
+    workers: int | None = Field(None, ge=1, description="Ray actors for rollouts, branching and evaluation; "
+                                                        "None: in this process.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    train_workers: int | None = Field(None, ge=1, description="Ray Train (DDP) workers for preference training; "
+                                                              "None: in this process.")
+    train_cpus_per_worker: float = Field(1.0, gt=0)
+    train_gpus_per_worker: float = Field(0.0, ge=0)
+
+    def worker_settings(self) -> Any:
+        from trajalign.ray_rollouts import WorkerSettings
+
+        return WorkerSettings(workers=self.workers or 1, cpus_per_worker=self.cpus_per_worker,
+                              gpus_per_worker=self.gpus_per_worker)
+
+
 class RunConfig(_Settings):
     out: Path = Path("runs/pipeline")
     scenario: str = Field("filesystem", description="Built-in name, scenario folder, or YAML file.")
@@ -128,6 +147,7 @@ class RunConfig(_Settings):
     pairs: PairSettings = Field(default_factory=PairSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -143,7 +163,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise PipelineError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict):
             raise PipelineError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    data.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        # A section given on the command line updates the file's section instead of replacing it.
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -202,6 +226,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         return LLMPolicy.from_pretrained(model_dir, SamplingConfig(
             temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=seed))
 
+    on_ray = config.ray.workers is not None  # rollouts, branching and evaluation on Ray actors
+
     # -- 1. the starting model
     with stage("model"):
         if config.model.path is not None:
@@ -217,8 +243,15 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft data"):
             sft_data = out / "sft-data.jsonl"
             episodes = config.sft.episodes or 4 * len(scenario.tasks_in("train"))
-            run_rollouts(scenario, _scripted(scenario, config.sft.data, config.sft.noise, config.model.seed), "train",
-                         episodes, config.model.seed, sft_data, progress=progress)
+            if on_ray:
+                from trajalign.ray_rollouts import AgentSpec, ray_run_rollouts
+
+                ray_run_rollouts(scenario, AgentSpec(agent=config.sft.data, seed=config.model.seed,
+                                                     noise=config.sft.noise), "train", episodes, config.model.seed,
+                                 sft_data, config.ray.worker_settings(), progress=progress)
+            else:
+                run_rollouts(scenario, _scripted(scenario, config.sft.data, config.sft.noise, config.model.seed),
+                             "train", episodes, config.model.seed, sft_data, progress=progress)
         with stage("sft"):
             # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
             sft_model = out / "sft" / "model"
@@ -236,10 +269,17 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             rollouts_file = out / "rollouts.jsonl"
             train_tasks = scenario.tasks_in("train")[: config.rollouts.tasks]
             plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
-            sampler = policy(sft_model, config.rollouts, config.seed)
-            _, rollouts = record_rollouts(
-                scenario, "train", plan, rollouts_file, sampler.name,
-                _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
+            if on_ray:
+                from trajalign.ray_rollouts import ray_record_rollouts
+
+                sampler = _llm_spec(sft_model, config.rollouts, config.seed)
+                _, rollouts = ray_record_rollouts(scenario, "train", plan, rollouts_file, sampler,
+                                                  config.ray.worker_settings(), progress=progress)
+            else:
+                sampler = policy(sft_model, config.rollouts, config.seed)
+                _, rollouts = record_rollouts(
+                    scenario, "train", plan, rollouts_file, sampler.name,
+                    _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
 
         # -- 4. preference pairs
         kinds = {settings.pair_kind for settings in config.train.algorithms}
@@ -252,8 +292,15 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
                     expert_file = out / "expert.jsonl"
                     oracle = OracleAgent(scenario)
-                    record_rollouts(scenario, "train", [(task.id, config.seed) for task in train_tasks], expert_file,
-                                    oracle.name, agent_player(scenario, oracle, "train"), progress=progress)
+                    expert_plan = [(task.id, config.seed) for task in train_tasks]
+                    if on_ray:
+                        from trajalign.ray_rollouts import AgentSpec, ray_record_rollouts
+
+                        ray_record_rollouts(scenario, "train", expert_plan, expert_file, AgentSpec(agent="oracle"),
+                                            config.ray.worker_settings(), progress=progress)
+                    else:
+                        record_rollouts(scenario, "train", expert_plan, expert_file, oracle.name,
+                                        agent_player(scenario, oracle, "train"), progress=progress)
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
@@ -278,6 +325,13 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 run_dir = out / f"train-{name}"
                 if _finished(run_dir):
                     result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
+                elif config.ray.train_workers is not None:
+                    from trajalign.ray_train import train_preferences_on_ray
+
+                    result = train_preferences_on_ray(
+                        sft_model, files, run_dir, train_config, scenario_paths, workers=config.ray.train_workers,
+                        cpus_per_worker=config.ray.train_cpus_per_worker,
+                        gpus_per_worker=config.ray.train_gpus_per_worker, progress=progress)
                 else:
                     result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths, progress=progress)
             trained.append((name, Path(result.model_path), result.counts.train))
@@ -289,8 +343,16 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     for name, model_dir, pairs in models:
         with stage(f"eval {name}"):
             test_episodes = config.eval.episodes or len(scenario.tasks_in("test"))
-            summary, _ = evaluate_policy(policy(model_dir, config.eval, config.seed), scenario, "test", test_episodes,
-                                         1, config.seed, out / f"eval-{name}.jsonl", config.eval.batch_size, progress)
+            if on_ray:
+                from trajalign.ray_rollouts import ray_evaluate
+
+                summary, _ = ray_evaluate(_llm_spec(model_dir, config.eval, config.seed), scenario, "test",
+                                          test_episodes, 1, config.seed, out / f"eval-{name}.jsonl",
+                                          config.ray.worker_settings(), progress)
+            else:
+                summary, _ = evaluate_policy(policy(model_dir, config.eval, config.seed), scenario, "test",
+                                             test_episodes, 1, config.seed, out / f"eval-{name}.jsonl",
+                                             config.eval.batch_size, progress)
         rows.append(ModelResult(name=name, model_path=str(model_dir), success_rate=summary.success_rate,
                                 mean_reward=summary.mean_reward, episodes=summary.episodes,
                                 status_counts=summary.status_counts, pairs=pairs))
@@ -332,6 +394,15 @@ def _scripted(scenario: Scenario, kind: str, noise: NoiseRates, seed: int) -> Ca
     return lambda: NoisyOracleAgent(scenario, noise, seed=seed)
 
 
+def _llm_spec(model_dir: Path, sampling: SamplingSettings, seed: int) -> Any:
+    """What each Ray actor loads: the policy `run_pipeline`'s `policy()` loads in this process."""
+    from trajalign.ray_rollouts import AgentSpec
+
+    return AgentSpec(agent=str(model_dir), batch_size=sampling.batch_size,
+                     sampling={"temperature": sampling.temperature, "top_p": sampling.top_p,
+                               "max_new_tokens": sampling.max_new_tokens, "seed": seed})
+
+
 def _llm_player(policy: Any, scenario: Scenario, split: str, batch_size: int) -> Callable[..., Iterator[Trajectory]]:
     from trajalign.agents.llm_rollout import play_llm_episodes
 
@@ -361,9 +432,16 @@ def _branch_pairs(config: RunConfig, scenario: Scenario, policy: Any, rollouts: 
     from trajalign.alignment.builders import branch_pairs
 
     ordered = sorted(rollouts, key=lambda t: (t.success, t.task_id, t.seed or 0))[: config.pairs.branch_trajectories]
+    if config.ray.workers is not None:  # `policy` is then the AgentSpec each actor loads
+        from trajalign.ray_rollouts import ray_branch_pairs
+
+        return ray_branch_pairs(ordered, scenario, policy, config.ray.worker_settings(),
+                                samples=config.pairs.branch_samples, tau=config.pairs.tau,
+                                max_states_per_trajectory=config.pairs.states_per_trajectory, seed=config.seed,
+                                progress=progress)
     return branch_pairs(ordered, scenario, samples=config.pairs.branch_samples, tau=config.pairs.tau, policy=policy,
                         max_states_per_trajectory=config.pairs.states_per_trajectory,
                         batch_size=config.rollouts.batch_size, seed=config.seed, progress=progress)
 
 
-__all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RunConfig", "load_config", "run_pipeline"]
+__all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RaySettings", "RunConfig", "load_config", "run_pipeline"]
