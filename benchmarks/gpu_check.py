@@ -90,7 +90,8 @@ def _nccl_bf16_step(config: dict[str, Any]) -> None:
     torch.distributed.all_gather(losses, loss.detach().float().reshape(1))
     if context.get_world_rank() == 0:
         Path(config["report"]).write_text(json.dumps({
-            "world_size": context.get_world_size(), "all_reduce_sum": float(total), "losses": [float(x) for x in losses],
+            "world_size": context.get_world_size(), "all_reduce_sum": float(total),
+            "losses": [float(x) for x in losses],
             "step_seconds": seconds, "dtype": str(next(model.parameters()).dtype),
             "device": torch.cuda.get_device_name(device)}))
 

@@ -9,7 +9,8 @@ rewards, statuses), which the script checks. A scripted-agent row shows the othe
 tool-use envs step at ~10^4 steps/s, so Ray's per-trajectory transport, not the environment,
 bounds it. Target: LLM 2 actors >= 1.6x 1 actor on 2 cores.
 
-    python benchmarks/rollout_scaling.py [--model DIR] [--scenario retail] [--episodes 384] [--workers 1 2] [--repeats 2]
+    python benchmarks/rollout_scaling.py [--model DIR] [--scenario retail] [--episodes 384] [--workers 1 2]
+                                         [--repeats 2]
 
 Without --model, a tiny model is built offline. The machine's load average is recorded before and
 after: on a shared machine other jobs take cores away and lower the speed-up, so the worker counts

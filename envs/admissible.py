@@ -33,8 +33,8 @@ import json
 import pickle
 import re
 import zlib
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from trajalign.agents import NoiseRates, NoisyOracleAgent, run_rollouts
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
@@ -66,7 +67,12 @@ def test_two_workers_give_the_trajectories_of_one_worker_and_of_one_process(reta
     two, returned = ray_record_rollouts(retail, "train", plan, tmp_path / "two.jsonl", spec,
                                         WorkerSettings(workers=2, chunk_size=2, **HALF), progress=False)
     policy = LLMPolicy.from_pretrained(model_dir, SamplingConfig(**SAMPLING))
-    local = list(play_llm_episodes(policy, retail, "train", plan, batch_size=3))  # another batch size, too
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the actors hold the cores; two OpenMP threads on a busy core crawl
+    try:
+        local = list(play_llm_episodes(policy, retail, "train", plan, batch_size=3))  # another batch size, too
+    finally:
+        torch.set_num_threads(threads)
 
     written_one = read_jsonl(tmp_path / "one.jsonl", Trajectory)
     written_two = read_jsonl(tmp_path / "two.jsonl", Trajectory)
@@ -101,8 +107,9 @@ def test_a_killed_actor_loses_no_episode_and_duplicates_none(retail, tmp_path):
 def test_an_episode_that_kills_every_actor_is_recorded_as_env_error(retail, tmp_path):
     plan = episode_plan(retail.tasks_in("train"), 3, seed=0)
     settings = WorkerSettings(workers=1, chunk_size=3, max_retries=0, **HALF)
-    summary, trajectories = ray_record_rollouts(retail, "train", plan, tmp_path / "out.jsonl", AgentSpec(agent="oracle"),
-                                                settings, progress=False, fault=FaultDrill(worker=0, after=1))
+    summary, trajectories = ray_record_rollouts(retail, "train", plan, tmp_path / "out.jsonl",
+                                                AgentSpec(agent="oracle"), settings, progress=False,
+                                                fault=FaultDrill(worker=0, after=1))
     statuses = Counter(t.status for t in trajectories)
     # The actor dies right after sending its first trajectory, which may or may not have left the process by then.
     assert statuses["env_error"] == summary.ray.abandoned_episodes in (2, 3), "given up after max_retries"
@@ -118,7 +125,8 @@ def test_branching_on_workers_gives_the_pairs_of_one_process(retail, tmp_path):
     options = {"samples": 4, "tau": 0.0, "max_states_per_trajectory": 2, "seed": 4}
 
     local_stats = PairStats()
-    local = list(branch_pairs(trajectories, retail, agent_factory=lambda seed: NoisyOracleAgent(retail, rates, seed=seed),
+    local = list(branch_pairs(trajectories, retail,
+                              agent_factory=lambda seed: NoisyOracleAgent(retail, rates, seed=seed),
                               stats=local_stats, **options))
     ray_stats = PairStats()
     spec = AgentSpec(agent="noisy", noise=rates)

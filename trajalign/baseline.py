@@ -33,8 +33,8 @@ from trajalign.agents.rollout import agent_player, record_rollouts
 from trajalign.agents.scripted import RandomAgent
 from trajalign.envs import Scenario, load_scenario, make_env
 from trajalign.envs.admissible import CANDIDATE_FEATURES, CONTEXT_FEATURES, SLOT_WIDTH, AdmissibleActionEnv
-from trajalign.envs.trajectory import EpisodeTiming, Trajectory, Turn
 from trajalign.envs.rllib import ADMISSIBLE_ENV_ID
+from trajalign.envs.trajectory import EpisodeTiming, Trajectory, Turn
 from trajalign.ray_cluster import init_ray
 
 

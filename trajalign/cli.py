@@ -12,7 +12,7 @@ from trajalign.agents import Agent, NoiseRates, NoisyOracleAgent, OracleAgent, R
 from trajalign.agents.rollout import Player, episode_plan, record_rollouts
 from trajalign.envs import Scenario, ScenarioError, builtin_scenarios, load_scenario
 from trajalign.pairs_cli import add_pairs_commands
-from trajalign.ray_cluster import add_worker_arguments, check_worker_arguments
+from trajalign.ray_cluster import WorkerError, add_worker_arguments, check_worker_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkerError as exc:  # Ray workers (--workers) failed beyond what retries fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

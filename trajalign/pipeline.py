@@ -13,6 +13,10 @@ so an interrupted run continues where it stopped:
     train-<algo>/         preference training of the SFT policy, one run per algorithm
     eval-<name>.jsonl     greedy episodes on the test tasks, per model
     results.json, .md     the table: SFT against each algorithm
+
+With `ray.workers` set (or `trajalign run --workers N`), the rollouts, expert and SFT data,
+branching and evaluation run on Ray actors with the same results; with `ray.train_workers`, the
+preference training runs on Ray Train (docs/ray.md).
 """
 
 from __future__ import annotations
@@ -333,7 +337,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                         cpus_per_worker=config.ray.train_cpus_per_worker,
                         gpus_per_worker=config.ray.train_gpus_per_worker, progress=progress)
                 else:
-                    result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths, progress=progress)
+                    result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths,
+                                               progress=progress)
             trained.append((name, Path(result.model_path), result.counts.train))
 
     # -- 6. held-out evaluation
@@ -444,4 +449,5 @@ def _branch_pairs(config: RunConfig, scenario: Scenario, policy: Any, rollouts: 
                         batch_size=config.rollouts.batch_size, seed=config.seed, progress=progress)
 
 
-__all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RaySettings", "RunConfig", "load_config", "run_pipeline"]
+__all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RaySettings", "RunConfig", "load_config",
+           "run_pipeline"]

@@ -19,6 +19,10 @@ from typing import Any
 WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false"}
 
 
+class WorkerError(RuntimeError):
+    """Ray workers failed in a way retrying cannot fix (a bug, a missing model, too many deaths)."""
+
+
 def ray_address() -> str | None:
     """The cluster to use: `RAY_ADDRESS` when set (e.g. `ray://head:10001`, `auto`, `127.0.0.1:6379`), else None."""
     return os.environ.get("RAY_ADDRESS") or None
@@ -100,4 +104,5 @@ def check_worker_arguments(args: Any) -> str | None:
     return None
 
 
-__all__ = ["WORKER_ENV", "add_worker_arguments", "check_worker_arguments", "init_ray", "ray_address", "ray_session"]
+__all__ = ["WORKER_ENV", "WorkerError", "add_worker_arguments", "check_worker_arguments", "init_ray", "ray_address",
+           "ray_session"]

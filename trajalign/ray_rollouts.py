@@ -44,7 +44,7 @@ from trajalign.agents.rollout import Episodes, RolloutSummary, agent_player, epi
 from trajalign.agents.scripted import NoiseRates, NoisyOracleAgent, OracleAgent, RandomAgent
 from trajalign.envs import Scenario, load_scenario
 from trajalign.envs.trajectory import EpisodeTiming, Trajectory
-from trajalign.ray_cluster import init_ray
+from trajalign.ray_cluster import WorkerError, init_ray
 
 SCRIPTED = ("oracle", "noisy", "random")
 
@@ -264,10 +264,6 @@ class _Slot:
     results: int = 0
 
 
-class WorkerError(RuntimeError):
-    """Rollout workers failed in a way retrying cannot fix (a bug, a missing model, too many deaths)."""
-
-
 @dataclass
 class RolloutPool:
     """Rollout actors for one scenario and agent, and the driver loop that feeds them work.
@@ -438,7 +434,7 @@ class RolloutPool:
             for generator, call in running.items():  # calls left behind by an early exit or an error
                 try:
                     ray.cancel(generator)
-                except Exception:  # noqa: BLE001 -- best effort: the pool kills its actors on close anyway
+                except Exception:  # noqa: BLE001, S110 -- best effort: the pool kills its actors on close anyway
                     pass
                 self._slots[call.slot].busy = False
 
@@ -471,7 +467,7 @@ def _scenario_ref(scenario: Scenario) -> str | Scenario:
     try:
         if load_scenario(scenario.path).name == scenario.name:
             return str(scenario.path)
-    except Exception:  # noqa: BLE001 -- not loadable from a file: ship the object
+    except Exception:  # noqa: BLE001, S110 -- not loadable from a file: ship the object
         pass
     return scenario
 

@@ -163,7 +163,7 @@ def train_preferences_on_ray(
     `fault={"rank": r, "step": s}` is a drill: rank r SIGKILLs itself at its s-th step of the first
     attempt, to rehearse (and test) recovery from the last checkpoint.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if workers < 1:
@@ -194,9 +194,14 @@ def train_preferences_on_ray(
         train_loop_config=settings,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=RAY_DIR, storage_path=str(out), failure_config=FailureConfig(max_failures=max_failures)),
+        run_config=RunConfig(name=RAY_DIR, storage_path=str(out),
+                             failure_config=FailureConfig(max_failures=max_failures)),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainError(f"training on Ray failed after {max_failures} restart(s) of the worker group: {exc}; "
+                         f"rerun to resume from the last checkpoint in {out / 'checkpoints'}") from exc
     if (ray_dir / ERROR_FILE).is_file():
         raise TrainError((ray_dir / ERROR_FILE).read_text(encoding="utf-8"))
     result = TrainResult.model_validate_json((out / "result.json").read_text(encoding="utf-8"))
