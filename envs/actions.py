@@ -40,6 +40,24 @@ class ActionError(ValueError):
     """The action could not be understood; the message tells the agent how to fix it."""
 
 
+def action_text(action: Any, max_chars: int) -> str:
+    """The env's action as text: bytes decoded, non-text and over-long actions refused, lone surrogates replaced.
+
+    Lone surrogates are replaced because they can be neither echoed back, typed into a page nor written to JSONL.
+    """
+    if isinstance(action, bytes):
+        action = action.decode("utf-8", errors="replace")
+    if not isinstance(action, str):
+        raise ActionError(f"An action must be text, got {type(action).__name__}.")
+    if len(action) > max_chars:
+        raise ActionError(f"The action is {len(action)} characters long; the limit is {max_chars}.")
+    try:
+        action.encode("utf-8")
+    except UnicodeEncodeError:
+        action = action.encode("utf-8", errors="replace").decode("utf-8")
+    return action
+
+
 _WRAPPERS = [
     re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL),
     re.compile(r"```(?:json|python|tool_call)?\s*(.*?)\s*```", re.DOTALL),

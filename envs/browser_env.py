@@ -28,7 +28,7 @@ from trajalign.envs.accessibility import (
     PageSnapshot,
     render_observation,
 )
-from trajalign.envs.actions import ActionError
+from trajalign.envs.actions import ActionError, action_text
 from trajalign.envs.browser import HANG_MARGIN_S, BrowserError, BrowserSession
 from trajalign.envs.gateway import HttpRequest, HttpResponse
 from trajalign.envs.spaces import UnicodeText
@@ -170,7 +170,8 @@ class BrowserEnv(gym.Env[str, str]):
         action_error, env_error, browser_s = None, None, 0.0
         reward, terminated, truncated = 0.0, False, False
         try:
-            web_action = bind_web_action(parse_web_action(self._action_text(action)), self.snapshot.elements)
+            text = action_text(action, self.max_action_chars)
+            web_action = bind_web_action(parse_web_action(text), self.snapshot.elements)
             if web_action.name == "answer":
                 self.answer = web_action.text
                 reward, self.status = self._score_answer(web_action.text)
@@ -268,18 +269,6 @@ class BrowserEnv(gym.Env[str, str]):
         with self._blocked_lock:
             self._blocked.append(url)
 
-    def _action_text(self, action: Any) -> str:
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
-        if not isinstance(action, str):
-            raise ActionError(f"An action must be text, got {type(action).__name__}.")
-        if len(action) > self.max_action_chars:
-            raise ActionError(f"The action is {len(action)} characters long; the limit is {self.max_action_chars}.")
-        try:
-            action.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates cannot be typed into a page or written to JSONL
-            action = action.encode("utf-8", errors="replace").decode("utf-8")
-        return action
 
     # -- loop side ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from trajalign.envs.actions import ActionError, ToolCall, parse_action
+from trajalign.envs.actions import ActionError, ToolCall, action_text, parse_action
 from trajalign.envs.scenario import (
     ASK_USER,
     FINAL_ANSWER,
@@ -147,7 +147,7 @@ class ToolUseEnv(gym.Env[str, str]):
         self.turn += 1
         role, action_error, tool_s = "tool", None, 0.0
         try:
-            call = parse_action(self._action_text(action))
+            call = parse_action(action_text(action, self.max_action_chars))
             observation, role, tool_s = self._dispatch(call)
         except ActionError as exc:
             action_error = str(exc)
@@ -183,18 +183,6 @@ class ToolUseEnv(gym.Env[str, str]):
     def render(self) -> str | None:
         return self._last_observation if self.render_mode == "ansi" else None
 
-    def _action_text(self, action: Any) -> str:
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
-        if not isinstance(action, str):
-            raise ActionError(f"An action must be text, got {type(action).__name__}.")
-        if len(action) > self.max_action_chars:
-            raise ActionError(f"The action is {len(action)} characters long; the limit is {self.max_action_chars}.")
-        try:
-            action.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates cannot be echoed back or written to JSONL
-            action = action.encode("utf-8", errors="replace").decode("utf-8")
-        return action
 
     def _dispatch(self, call: ToolCall) -> tuple[str, str, float]:
         """Run a parsed call; return (observation, observation role, seconds in the tool)."""
