@@ -16,13 +16,17 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def write_results(name: str, payload: dict, table: str) -> Path:
-    """Write `results/<name>.json` and `results/<name>.md`; return the markdown path."""
-    RESULTS.mkdir(exist_ok=True)
+def write_results(name: str, payload: dict, table: str, results_dir: Path | None = None) -> Path:
+    """Write `<results_dir>/<name>.json` and `.md` (default `results/`); return the markdown path.
+
+    Tests pass a temporary `results_dir`, so they never overwrite the committed results.
+    """
+    results_dir = Path(results_dir) if results_dir is not None else RESULTS
+    results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     payload = {"benchmark": name, "date": stamp, "machine": machine(), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    markdown = RESULTS / f"{name}.md"
+    (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    markdown = results_dir / f"{name}.md"
     markdown.write_text(f"{table}\n\nRun {stamp} on {payload['machine']['cpus']} CPUs.\n")
     return markdown
 

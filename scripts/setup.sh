@@ -30,6 +30,12 @@ echo "==> installing torch (CPU build) and trajalign[dev]"
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -e ".[dev]"
+# Optional: TRL, for benchmarks/trl_comparison.py only (BENCH=1 bash scripts/setup.sh, or later
+# .venv/bin/pip install -e '.[bench]'). The core install does not need it.
+if [ "${BENCH:-0}" = "1" ]; then
+    echo "==> installing the bench extra (TRL)"
+    .venv/bin/pip install --quiet -e ".[bench]"
+fi
 # MiniWoB++'s task pages. --no-deps: only its HTML is used (located on disk, never imported), and its
 # dependencies would replace the pinned gymnasium.
 .venv/bin/pip install --quiet --no-deps "miniwob==1.1.0"
