@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 from pathlib import Path
 
-import os
-
-RESULTS = Path(__file__).resolve().parent / "results"
+# benchmarks/run_all.py points every script elsewhere (a smoke run must not overwrite committed results).
+RESULTS = Path(os.environ.get("TRAJALIGN_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict:

@@ -182,8 +182,8 @@ def test_phi_is_zero_for_an_empty_side():
 
 @pytest.mark.parametrize("gamma", [0.9, 1.0])
 @pytest.mark.parametrize("extra", [0, 5, 10, 20, 40])
-def test_per_step_shift_moves_dpo_by_the_length_gap_and_leaves_dmpo_unchanged(extra, gamma):
-    """A per-state partition term adds the same c to every step's reward; only DMPO cancels it.
+def test_per_step_shift_moves_dpo_by_the_length_gap_and_an_occupancy_shift_leaves_dmpo_unchanged(extra, gamma):
+    """dpo moves with a per-step shift of Δ_t; dmpo cancels a shift of the occupancy log-ratio u_t, not of Δ_t.
 
     The chosen side has T_w = 3 actions, the rejected side T_l = 3 + L (L = `extra`).
 
