@@ -27,13 +27,16 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=120, help="test tasks")
     parser.add_argument("--out", type=Path, help="run directory (default: a temporary one)")
     parser.add_argument("--from-run", type=Path, help="only tabulate this finished run directory")
+    parser.add_argument("--train-batch-size", type=int, help="env steps per PPO iteration (default: PPOSettings')")
+    parser.add_argument("--check", action="store_true", help="exit 1 unless PPO beats the random agent")
     args = parser.parse_args()
     if args.from_run is None:
         from trajalign.baseline import PPOSettings, train_ppo_baseline
         from trajalign.ray_cluster import ray_session
 
         out = args.out or Path(tempfile.mkdtemp()) / "ppo"
-        settings = PPOSettings(scenario=args.scenario, iterations=args.iterations, eval_episodes=args.episodes)
+        sizes = {"train_batch_size": args.train_batch_size} if args.train_batch_size else {}
+        settings = PPOSettings(scenario=args.scenario, iterations=args.iterations, eval_episodes=args.episodes, **sizes)
         with ray_session():
             train_ppo_baseline(settings, out, progress=True)
     else:
@@ -57,7 +60,7 @@ def main() -> int:
     path = write_results(f"ppo_baseline_{scenario}", {"result": result, "training_returns": returns}, table)
     print(table)
     print(f"written: {path}")
-    return 0 if test["success_rate"] > result["random_test_success"] else 1
+    return 0 if test["success_rate"] > result["random_test_success"] or not args.check else 1
 
 
 if __name__ == "__main__":

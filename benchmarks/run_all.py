@@ -89,7 +89,8 @@ BENCHMARKS = [
               smoke=("--episodes", "4", "--scripted-episodes", "20", "--repeats", "1", "--max-new-tokens", "8"),
               heavy=True),
     Benchmark("ppo_baseline", "ppo_baseline.py",
-              full=(), quick=("--iterations", "8", "--episodes", "60"), smoke=("--iterations", "1", "--episodes", "4"),
+              full=("--check",), quick=("--iterations", "8", "--episodes", "60"),
+              smoke=("--iterations", "1", "--episodes", "4", "--train-batch-size", "256"),
               heavy=True, work_flag="--out"),
 ]
 
