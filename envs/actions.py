@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -124,7 +125,9 @@ def _describe_json_error(exc: Exception) -> str:
 
 def _from_call_text(body: str) -> ToolCall:
     try:
-        tree = ast.parse(body, mode="eval")
+        with warnings.catch_warnings():  # model text like `1abc` makes the parser print SyntaxWarnings
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(body, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ActionError(f"Could not parse the action. {_FORMAT_HINT}") from None
     call = tree.body
