@@ -170,8 +170,13 @@ def save_tokenizer_with_template(tokenizer_object: Tokenizer, out_dir: str | Pat
 # --- model --------------------------------------------------------------------------------------------
 
 
-def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTokenizerFast) -> Any:
-    """The transformers config for a model of `size` over `tokenizer`'s vocabulary (tied embeddings)."""
+def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTokenizerFast,
+                max_positions: int = MAX_POSITIONS) -> Any:
+    """The transformers config for a model of `size` over `tokenizer`'s vocabulary (tied embeddings).
+
+    `max_positions` is the longest sequence the model reads: web episodes (an accessibility tree per
+    observation) need about 3,000 to 6,000 tokens, more than the default.
+    """
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     dims = SIZES[size]
@@ -187,7 +192,7 @@ def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTok
         return LlamaConfig(
             vocab_size=vocab_size, hidden_size=dims["hidden"], intermediate_size=dims["intermediate"],
             num_hidden_layers=dims["layers"], num_attention_heads=dims["heads"],
-            num_key_value_heads=dims["heads"], max_position_embeddings=MAX_POSITIONS, rope_theta=10000.0,
+            num_key_value_heads=dims["heads"], max_position_embeddings=max_positions, rope_theta=10000.0,
             tie_word_embeddings=True, **token_ids,
         )
     if architecture == "qwen2":
@@ -196,7 +201,7 @@ def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTok
         return Qwen2Config(
             vocab_size=vocab_size, hidden_size=dims["hidden"], intermediate_size=dims["intermediate"],
             num_hidden_layers=dims["layers"], num_attention_heads=dims["heads"],
-            num_key_value_heads=dims["heads"], max_position_embeddings=MAX_POSITIONS, rope_theta=10000.0,
+            num_key_value_heads=dims["heads"], max_position_embeddings=max_positions, rope_theta=10000.0,
             tie_word_embeddings=True, use_sliding_window=False, **token_ids,
         )
     if architecture == "gpt2":
@@ -204,7 +209,7 @@ def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTok
 
         return GPT2Config(
             vocab_size=vocab_size, n_embd=dims["hidden"], n_inner=dims["intermediate"], n_layer=dims["layers"],
-            n_head=dims["heads"], n_positions=MAX_POSITIONS, tie_word_embeddings=True, **token_ids,
+            n_head=dims["heads"], n_positions=max_positions, tie_word_embeddings=True, **token_ids,
         )
     raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
 
@@ -216,12 +221,14 @@ def build_tiny_model(
     seed: int = 0,
     architecture: Architecture = "llama",
     max_tasks_per_scenario: int | None = None,
+    max_positions: int | None = None,
 ) -> Path:
     """Train a tokenizer on the scenarios' corpus, build a randomly initialized model, save both to `out`.
 
     `scenarios` are built-in names, scenario folders or YAML paths (or loaded scenarios). The same
     arguments give the same tokenizer and weights. Returns `out`, which also gets `trajalign_model.json`
-    describing how the model was built.
+    describing how the model was built. `max_positions` (default `MAX_POSITIONS`) is the longest
+    sequence the model reads; SFT, preference training and rollouts skip or stop at longer ones.
     """
     import torch
     import transformers
@@ -233,6 +240,7 @@ def build_tiny_model(
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
     if not scenarios:
         raise ValueError("build_tiny_model needs at least one scenario")
+    max_positions = max_positions or MAX_POSITIONS
     loaded = [s if isinstance(s, Scenario) else load_scenario(s) for s in scenarios]
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -247,7 +255,7 @@ def build_tiny_model(
             yield text
 
     tokenizer = train_tokenizer(counted(build_corpus(loaded, max_tasks_per_scenario)), SIZES[size]["vocab_size"])
-    config = make_config(architecture, size, tokenizer)
+    config = make_config(architecture, size, tokenizer, max_positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -270,7 +278,7 @@ def build_tiny_model(
         "target_vocab_size": SIZES[size]["vocab_size"],
         "num_parameters": model.num_parameters(),
         **{key: value for key, value in SIZES[size].items() if key != "vocab_size"},
-        "max_position_embeddings": MAX_POSITIONS,
+        "max_position_embeddings": max_positions,
         "max_tasks_per_scenario": max_tasks_per_scenario,
         "corpus_texts": corpus_stats["texts"],
         "corpus_chars": corpus_stats["chars"],

@@ -10,6 +10,7 @@ from trajalign.pipeline import PipelineError, RunConfig, load_config
 
 SMOKE = {
     "scenario": "filesystem",
+    "model": {"corpus_tasks": 20, "max_positions": 4096},
     "sft": {"data": "oracle", "episodes": 80, "config": {"max_steps": 40, "learning_rate": 5e-3, "batch_size": 8}},
     "rollouts": {"tasks": 12, "samples_per_task": 2, "max_new_tokens": 48},
     "pairs": {"branch_trajectories": 4, "states_per_trajectory": 1, "branch_samples": 2, "tau": 0.0},
@@ -47,6 +48,9 @@ def test_the_pipeline_runs_every_stage_and_reports_a_table(smoke_run):
     for row in result["rows"]:
         assert row["episodes"] == 6 and 0.0 <= row["success_rate"] <= 1.0
     assert "| sft |" in (out / "results.md").read_text()
+    # The model settings reach the tiny-model builder.
+    info = json.loads((out / "base-model" / "trajalign_model.json").read_text())
+    assert info["max_tasks_per_scenario"] == 20 and info["max_position_embeddings"] == 4096
 
 
 def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys):
@@ -76,5 +80,6 @@ def test_config_errors_name_the_field(tmp_path):
 def test_the_default_config_is_the_documented_one():
     config = RunConfig()
     assert config.scenario == "filesystem"
+    assert config.model.max_positions is None and config.model.corpus_tasks is None  # the builder's defaults
     assert [a.algo for a in config.train.algorithms] == ["dpo", "dmpo", "stepwise"]
     assert [a.pair_kind for a in config.train.algorithms] == ["outcome", "outcome", "branch"]

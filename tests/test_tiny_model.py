@@ -178,6 +178,16 @@ def test_small_size(tmp_path):
         256, 6, 8, 768)
 
 
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_max_positions_sets_the_context_length(tmp_path, architecture):
+    # Web episodes need more than the default 2048 positions; SFT, training and rollouts read this value.
+    out = build_tiny_model(["retail"], tmp_path / architecture, architecture=architecture, max_tasks_per_scenario=5,
+                           max_positions=8192)
+    config = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).config
+    assert config.max_position_embeddings == 8192  # GPT-2 maps it to n_positions
+    assert read_model_info(out)["max_position_embeddings"] == 8192
+
+
 def test_same_seed_same_tokenizer_and_weights(tmp_path):
     def build(name, seed):
         return build_tiny_model(["retail"], tmp_path / name, seed=seed, max_tasks_per_scenario=MAX_TASKS)

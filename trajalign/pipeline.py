@@ -58,6 +58,10 @@ class ModelSettings(_Settings):
     size: Literal["tiny", "small"] = "tiny"
     architecture: Literal["llama", "qwen2", "gpt2"] = "llama"
     seed: int = 0
+    max_positions: int | None = Field(None, ge=64, description="Longest sequence the model reads; None: the tiny "
+                                      "builder's 2048. Web episodes need about 8192.")
+    corpus_tasks: int | None = Field(None, gt=0, description="Train tasks whose oracle episodes train the tokenizer; "
+                                     "None: all (on a web scenario each one drives Chromium).")
 
 
 class SFTSettings(_Settings):
@@ -240,7 +244,9 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             base = out / "base-model"
             if not (base / "config.json").is_file():
                 build_tiny_model([scenario.path], base, size=config.model.size, seed=config.model.seed,
-                                 architecture=config.model.architecture)
+                                 architecture=config.model.architecture,
+                                 max_tasks_per_scenario=config.model.corpus_tasks,
+                                 max_positions=config.model.max_positions)
 
     # -- 2. SFT on scripted successes
     if config.sft.enabled:
