@@ -5,9 +5,9 @@
 
 Each benchmark runs as its own process (`python benchmarks/<script> <args of the mode>`), one after
 the other, with its output streamed; a failing benchmark does not stop the others, and the exit
-status is 1 if any failed. Results go to `benchmarks/results/` (full and --quick) or to
---results-dir (a temporary folder for --smoke, so a smoke run never overwrites committed results);
-every script reads the folder from `TRAJALIGN_RESULTS_DIR`. Work folders (models, runs) go under
+status is 1 if any failed. Results go to `benchmarks/results/` (full size), `benchmarks/results/quick/`
+(--quick, so reduced sizes never replace full-size results) or a temporary folder (--smoke), unless
+--results-dir says otherwise; every script reads the folder from `TRAJALIGN_RESULTS_DIR`. Work folders (models, runs) go under
 `runs/bench-all-<mode>/`. The run ends with `run_all_<mode>.json/.md`: each benchmark's command,
 exit status and wall time.
 
@@ -71,13 +71,13 @@ BENCHMARKS = [
               full=("--scenario", "filesystem", "--task-count", "3000", "--epochs", "8", "--lr", "5e-3",
                     "--data", "noisy", "--eval-episodes", "150"),
               quick=("--scenario", "filesystem", "--epochs", "8", "--lr", "5e-3", "--data", "noisy",
-                     "--minutes", "3", "--eval-episodes", "60"),
+                     "--minutes", "2", "--eval-episodes", "40"),
               smoke=("--scenario", "filesystem", "--epochs", "1", "--minutes", "0.1", "--eval-episodes", "1"),
               work_flag="--out"),
     Benchmark("alignment_e2e", "alignment_e2e.py",
               full=(),
-              quick=("--task-count", "0", "--seeds", "0", "--sft-minutes", "3", "--rollout-tasks", "120",
-                     "--branch-trajectories", "120", "--eval-episodes", "60"),
+              quick=("--task-count", "0", "--seeds", "0", "--sft-minutes", "1.5", "--rollout-tasks", "60",
+                     "--branch-trajectories", "60", "--epochs", "1", "--eval-episodes", "30"),
               smoke=("--task-count", "0", "--seeds", "0", "--sft-minutes", "0.1", "--rollout-tasks", "4",
                      "--samples-per-task", "1", "--branch-trajectories", "4", "--branch-samples", "2",
                      "--epochs", "1", "--eval-episodes", "2"),
@@ -89,7 +89,7 @@ BENCHMARKS = [
               smoke=("--episodes", "4", "--scripted-episodes", "20", "--repeats", "1", "--max-new-tokens", "8"),
               heavy=True),
     Benchmark("ppo_baseline", "ppo_baseline.py",
-              full=("--check",), quick=("--iterations", "8", "--episodes", "60"),
+              full=("--check",), quick=("--iterations", "4", "--episodes", "40"),
               smoke=("--iterations", "1", "--episodes", "4", "--train-batch-size", "256"),
               heavy=True, work_flag="--out"),
 ]
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="trajalign-bench-") as scratch:
-        results_dir = args.results_dir or (Path(scratch) / "results" if mode == "smoke" else RESULTS)
+        default_dir = {"full": RESULTS, "quick": RESULTS / "quick", "smoke": Path(scratch) / "results"}[mode]
+        results_dir = args.results_dir or default_dir
         work_root = Path(scratch) / "work" if mode == "smoke" else HERE.parent / "runs" / f"bench-all-{mode}"
         started = time.perf_counter()
         runs = [run_one(benchmark, mode, results_dir, work_root) for benchmark in chosen]
