@@ -19,8 +19,9 @@ fixed: they are the benchmark.
 Rows: base, sft, dpo (ETO-style), dmpo, stepwise, ppo. Columns: test success and mean reward,
 mean ± std over seeds, and test episodes per seed. A row a seed could not train (stepwise when
 branching found no value gap, so no branch pairs) is left out of that seed's mean and the table
-says how many seeds it has. PPO runs on tool-use domains only: the web envs do not list
-admissible actions (and a PPO iteration is 2,000 browser steps), so web domains show n/a.
+says how many seeds it has. PPO runs on tool-use domains only: a PPO iteration on a web env is
+2,000 browser steps (minutes each at about 10 steps/s), so web domains show n/a here; the web envs
+list their admissible actions, and `trajalign baseline ppo --scenario shop` trains PPO on them.
 
 Web domains need longer contexts: their episodes (an accessibility tree per observation) are
 3,000 to 6,000 tokens, so web models read 8,192 positions instead of 2,048 (same width and depth),
@@ -255,7 +256,7 @@ def results_table(summary: list[dict[str, Any]], total_seeds: int, web_domains: 
     rows = []
     for entry in summary:
         if entry["seeds"] == 0:
-            why = "n/a (web: no admissible actions)" if entry["row"] == "ppo" and entry["domain"] in web_domains \
+            why = "n/a (web: PPO not run, minutes per iteration)" if entry["row"] == "ppo" and entry["domain"] in web_domains \
                 else "n/a (no pairs in any seed)"
             rows.append([entry["domain"], ROWS[entry["row"]], why, "", "", "", ""])
             continue

@@ -35,8 +35,10 @@ def main() -> int:
         from trajalign.ray_cluster import ray_session
 
         out = args.out or Path(tempfile.mkdtemp()) / "ppo"
-        sizes = {"train_batch_size": args.train_batch_size} if args.train_batch_size else {}
-        settings = PPOSettings(scenario=args.scenario, iterations=args.iterations, eval_episodes=args.episodes, **sizes)
+        settings = PPOSettings(scenario=args.scenario, iterations=args.iterations, eval_episodes=args.episodes)
+        if args.train_batch_size:  # a minibatch cannot be larger than the batch it splits
+            settings = settings.model_copy(update={"train_batch_size": args.train_batch_size,
+                                                   "minibatch_size": min(settings.minibatch_size, args.train_batch_size)})
         with ray_session():
             train_ppo_baseline(settings, out, progress=True)
     else:
@@ -51,10 +53,12 @@ def main() -> int:
     table = markdown_table(["agent", "test success", "mean turns", "episodes", "statuses"], rows)
     returns = [m["episode_return_mean"] for m in metrics if math.isfinite(m.get("episode_return_mean", math.nan))]
     idle = len(metrics) - len(returns)  # iterations whose sampling timed out (a loaded machine) learn nothing
+    trend = (f"Training return (shaped) {returns[0]:.3f} -> {returns[-1]:.3f}" if returns
+             else "No iteration sampled a finished episode")
     table += (f"\n\n{scenario}, test split. PPO: {result['iterations']} iterations, {result['env_steps']} env steps, "
               f"{result['seconds'] / 60:.0f} min on this machine; K = {settings['max_candidates']} candidates, "
               f"shaping {settings['shaping']}, lr {settings['learning_rate']}, batch {settings['train_batch_size']}. "
-              f"Training return (shaped) {returns[0]:.3f} -> {returns[-1]:.3f}"
+              f"{trend}"
               f"{f'; {idle} iterations sampled nothing (sampling timed out on a loaded machine)' if idle else ''}. "
               f"PPO beats random: {'yes' if test['success_rate'] > result['random_test_success'] else 'NO'}.")
     path = write_results(f"ppo_baseline_{scenario}", {"result": result, "training_returns": returns}, table)

@@ -33,7 +33,8 @@ from trajalign.envs.browser import HANG_MARGIN_S, BrowserError, BrowserSession
 from trajalign.envs.gateway import HttpRequest, HttpResponse
 from trajalign.envs.spaces import UnicodeText
 from trajalign.envs.tool_use import RUNNING, StepTiming
-from trajalign.envs.web_actions import WEB_TOOL_SCHEMAS, WebAction, bind_web_action, parse_web_action
+from trajalign.envs.web_actions import (WEB_TOOL_SCHEMAS, WebAction, available_web_actions, bind_web_action,
+                                        parse_web_action)
 
 ENV_ERROR = "env_error"
 # The current entry's position in the tab's history (the Navigation API), or null where it is missing.
@@ -159,6 +160,7 @@ class BrowserEnv(gym.Env[str, str]):
             "url": self.snapshot.url,
             "blocked_requests": self._take_blocked(),
             "element_ids": list(self.snapshot.elements),
+            "available_actions": available_web_actions(self.snapshot.elements, self.goal, self.snapshot.tree),
         }
         return observation, info
 
@@ -220,6 +222,8 @@ class BrowserEnv(gym.Env[str, str]):
             "url": self.snapshot.url if self.snapshot else None,
             "blocked_requests": self._take_blocked(),
             "element_ids": list(self.snapshot.elements) if self.snapshot and env_error is None else [],
+            "available_actions": (available_web_actions(self.snapshot.elements, self.goal, self.snapshot.tree)
+                                  if self.snapshot and env_error is None else []),
             "timing": StepTiming(step_s=time.perf_counter() - started, tool_s=browser_s),
         }
         if env_error is not None:

@@ -164,6 +164,37 @@ def bind_web_action(call: ToolCall, elements: dict[str, dict[str, Any]]) -> WebA
     return WebAction("select", id=element_id, option_index=index, option_label=element["options"][index])
 
 
+# Goal words worth typing or answering: identifiers (with digits, @, dots or dashes inside) and quoted text.
+_GOAL_VALUE = re.compile(r'"([^"]{1,80})"|(?<![\w@.+-])([\w.+-]*[\d@][\w.@+-]*)')
+# Page text worth answering with: numbers (years, counts, prices).
+_PAGE_NUMBER = re.compile(r"(?<![\w.])\d[\d,.]*\d(?![\w])|(?<![\w.])\d(?![\w.])")
+
+
+def available_web_actions(elements: dict[str, dict[str, Any]], goal: str, page_text: str,
+                          max_answers: int = 8) -> list[str]:
+    """Candidate actions for agents that choose rather than write (RLlib PPO through `AdmissibleActionEnv`).
+
+    In page order: `click` for every enabled element, `select` for each option of a drop-down,
+    `type` of each value the goal spells out (identifiers, passwords, addresses, quoted text) into
+    each text field, then scrolling, `go_back`, and `answer` with each number on the page. Every
+    candidate passes `bind_web_action` on this page; whether it helps is for the agent to learn.
+    """
+    values = list(dict.fromkeys(quoted or word.rstrip(".,;:)") for quoted, word in _GOAL_VALUE.findall(goal)))
+    actions: list[str] = []
+    for element_id, element in elements.items():
+        if element.get("disabled"):
+            continue
+        if element.get("tag") == "select":
+            actions += [f"select({element_id!r}, {option!r})" for option in element.get("options", [])]
+        elif element.get("editable"):
+            actions += [f"type({element_id!r}, {value!r})" for value in values]
+        else:
+            actions.append(f"click({element_id!r})")
+    actions += ["scroll('down')", "scroll('up')", "go_back()"]
+    numbers = list(dict.fromkeys(_PAGE_NUMBER.findall(page_text)))[:max_answers]
+    return actions + [f"answer({number!r})" for number in numbers]
+
+
 def _normalize_id(call: ToolCall) -> ToolCall:
     """Accept ids as numbers (12 -> e12) and in brackets ("[e12]")."""
     def fix(value: Any) -> Any:

@@ -450,3 +450,33 @@ def test_the_docs_example_scenario_loads_and_its_oracle_runs_in_chromium(tmp_pat
         assert "Choose a branch." in observation
     finally:
         env.close()
+
+
+def test_web_envs_list_available_actions_that_the_page_accepts(shared_env):
+    # The candidate list lets agents that choose rather than write (RLlib PPO) act on web pages.
+    env = shared_env("accounts")
+    task = load_scenario("accounts").tasks_in("train")[0]
+    _, info = env.reset(seed=0, options={"task_id": task.id})
+    actions = info["available_actions"]
+    assert "scroll('down')" in actions and "go_back()" in actions
+    for text in actions:  # every candidate binds to this page (a refused one would be an ActionError)
+        bind_web_action(parse_web_action(text), env.snapshot.elements)
+    typed = {text for text in actions if text.startswith("type(")}
+    # The goal's identifiers (user name, password, new address) are offered for every text field.
+    assert "omarbrown69" in task.goal and {"username", "password"} <= set(env.snapshot.elements)
+    for value in ["omarbrown69", "Harbor-9320", "omar.brown60@mailbox.test"]:
+        assert {f"type('username', {value!r})", f"type('password', {value!r})"} <= typed
+    assert "click('login-button')" in actions
+
+
+def test_admissible_actions_wrap_a_web_env(shared_env):
+    from trajalign.envs.admissible import AdmissibleActionEnv
+
+    env = AdmissibleActionEnv(shared_env("shop"), max_candidates=16)
+    features, info = env.reset(seed=0, options={"task_id": load_scenario("shop").tasks_in("train")[0].id})
+    assert env.observation_space.contains(features) and 0 < len(info["candidates"]) <= 16
+    for _ in range(3):
+        features, reward, terminated, truncated, info = env.step(0)
+        assert env.observation_space.contains(features) and info["action_text"]
+        if terminated or truncated:
+            break
