@@ -114,7 +114,8 @@ def run_one(benchmark: Benchmark, mode: str, results_dir: Path, work_root: Path)
     status = subprocess.run(command, env=env, cwd=HERE.parent, check=False).returncode
     seconds = time.perf_counter() - started
     print(f"<== {benchmark.name}: {'ok' if status == 0 else f'FAILED (exit {status})'} in {seconds:.0f} s", flush=True)
-    return {"name": benchmark.name, "command": " ".join(["python", *command[1:]]), "exit_status": status,
+    shown = " ".join(["python", *command[1:]]).replace(f"{HERE.parent}/", "")  # paths as from the repository root
+    return {"name": benchmark.name, "command": shown, "exit_status": status,
             "seconds": round(seconds, 1)}
 
 
