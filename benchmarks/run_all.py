@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--light", action="store_true", help="leave out the heavy benchmarks (Ray, RLlib, pipeline)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
     parser.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="leave these benchmarks out")
-    parser.add_argument("--results-dir", type=Path, help="default: benchmarks/results (a temporary folder for --smoke)")
+    parser.add_argument("--results-dir", type=Path,
+                        help="default: benchmarks/results, results/quick for --quick, a temporary folder for --smoke")
     parser.add_argument("--list", action="store_true", help="print the benchmarks and their arguments, then exit")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="trajalign-bench-") as scratch:
         default_dir = {"full": RESULTS, "quick": RESULTS / "quick", "smoke": Path(scratch) / "results"}[mode]
-        results_dir = args.results_dir or default_dir
+        results_dir = (args.results_dir or default_dir).resolve()  # the scripts run from the repository root
         work_root = Path(scratch) / "work" if mode == "smoke" else HERE.parent / "runs" / f"bench-all-{mode}"
         started = time.perf_counter()
         runs = [run_one(benchmark, mode, results_dir, work_root) for benchmark in chosen]
