@@ -28,6 +28,38 @@ def tool_use_scenario(request):
 
 
 @pytest.fixture(scope="session")
+def retail_model(tmp_path_factory):
+    """A tiny random-weight model over the retail corpus (20 tasks), shared by the training tests."""
+    from trajalign.agents.tiny import build_tiny_model
+
+    return build_tiny_model(["retail"], tmp_path_factory.mktemp("retail_model") / "tiny", max_tasks_per_scenario=20)
+
+
+@pytest.fixture(scope="session")
+def retail_pairs(tmp_path_factory):
+    """Outcome pairs: oracle successes against noisy-oracle failures of the same 24 retail train tasks."""
+    from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
+    from trajalign.alignment.builders import outcome_pairs
+    from trajalign.envs import Trajectory
+    from trajalign.envs.jsonl import JsonlWriter, read_jsonl
+
+    scenario = load_scenario("retail")
+    root = tmp_path_factory.mktemp("retail_pairs")
+    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 24, 0, root / "oracle.jsonl", progress=False)
+    rates = NoiseRates(wrong_tool=0.3, wrong_argument=0.3, premature_answer=0.2)
+    run_rollouts(scenario, lambda: NoisyOracleAgent(scenario, rates, seed=1), "train", 24, 0, root / "noisy.jsonl",
+                 progress=False)
+    pairs = list(outcome_pairs(read_jsonl(root / "noisy.jsonl", Trajectory),
+                               expert=read_jsonl(root / "oracle.jsonl", Trajectory), seed=0))
+    assert len(pairs) >= 8, "the noisy agent should fail often enough to give pairs"
+    path = root / "pairs.jsonl"
+    with JsonlWriter(path) as writer:
+        for pair in pairs:
+            writer.write(pair)
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_env():
     """Browser environments shared by the session's tests, one Chromium each (starting one takes seconds).
 

@@ -16,13 +16,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
-from trajalign.agents.tiny import build_tiny_model
-from trajalign.alignment.builders import outcome_pairs
 from trajalign.alignment.trainer import TrainConfig, train_preferences
 from trajalign.cli import main
-from trajalign.envs import Trajectory, load_scenario
-from trajalign.envs.jsonl import JsonlWriter, read_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -41,31 +36,9 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("ray_train") / "tiny", max_tasks_per_scenario=20)
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory):
-    scenario = load_scenario("retail")
-    root = tmp_path_factory.mktemp("ray_pairs")
-    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 24, 0, root / "oracle.jsonl", progress=False)
-    rates = NoiseRates(wrong_tool=0.3, wrong_argument=0.3, premature_answer=0.2)
-    run_rollouts(scenario, lambda: NoisyOracleAgent(scenario, rates, seed=1), "train", 24, 0, root / "noisy.jsonl",
-                 progress=False)
-    pairs = list(outcome_pairs(read_jsonl(root / "noisy.jsonl", Trajectory),
-                               expert=read_jsonl(root / "oracle.jsonl", Trajectory), seed=0))
-    path = root / "pairs.jsonl"
-    with JsonlWriter(path) as writer:
-        for pair in pairs:
-            writer.write(pair)
-    return path
-
-
-@pytest.fixture(scope="module")
-def single_process(model_dir, pairs_file, tmp_path_factory):
+def single_process(retail_model, retail_pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "run"
-    train_preferences(model_dir, pairs_file, out, TrainConfig.model_validate(SETTINGS), progress=False)
+    train_preferences(retail_model, retail_pairs, out, TrainConfig.model_validate(SETTINGS), progress=False)
     return out
 
 
@@ -92,12 +65,12 @@ def _assert_same_training(run, reference):
 
 
 @pytest.mark.slow
-def test_train_command_takes_workers(model_dir, pairs_file, single_process, tmp_path, capsys):
+def test_train_command_takes_workers(retail_model, retail_pairs, single_process, tmp_path, capsys):
     out = tmp_path / "ray"
     # Through the command line: `trajalign train --workers 2`, the same settings as the reference.
-    assert main(["train", "--model", str(model_dir), "--pairs", str(pairs_file), "--out", str(out), "--algo", "dpo",
-                 "--beta", "0.1", "--lr", "1e-3", "--max-steps", "4", "--batch-size", "5", "--micro-batch-size", "2",
-                 "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]) == 0
+    assert main(["train", "--model", str(retail_model), "--pairs", str(retail_pairs), "--out", str(out),
+                 "--algo", "dpo", "--beta", "0.1", "--lr", "1e-3", "--max-steps", "4", "--batch-size", "5",
+                 "--micro-batch-size", "2", "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]) == 0
     assert "dpo: 4/4 steps (complete)" in capsys.readouterr().out
     # The CLI's defaults differ from SETTINGS only in what does not change the weights (validation split aside).
     config = json.loads((out / "config.json").read_text())["config"]
@@ -107,11 +80,11 @@ def test_train_command_takes_workers(model_dir, pairs_file, single_process, tmp_
 
 
 @pytest.fixture(scope="module")
-def ray_run(model_dir, pairs_file, tmp_path_factory):
+def ray_run(retail_model, retail_pairs, tmp_path_factory):
     from trajalign.ray_train import train_preferences_on_ray
 
     out = tmp_path_factory.mktemp("ray_run") / "run"
-    result = train_preferences_on_ray(model_dir, pairs_file, out, TrainConfig.model_validate(SETTINGS), workers=2,
+    result = train_preferences_on_ray(retail_model, retail_pairs, out, TrainConfig.model_validate(SETTINGS), workers=2,
                                       cpus_per_worker=0.5, progress=False)
     return out, result
 
@@ -127,13 +100,13 @@ def test_ray_train_matches_single_process_parameters(ray_run, single_process):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_resumes_from_the_last_checkpoint(model_dir, pairs_file, single_process, tmp_path):
+def test_a_killed_worker_resumes_from_the_last_checkpoint(retail_model, retail_pairs, single_process, tmp_path):
     from trajalign.ray_train import train_preferences_on_ray
 
     out = tmp_path / "killed"
     # Rank 1 SIGKILLs itself as step 4 begins. Rank 0 finished the step-2 checkpoint before step 3's all-reduce,
     # so it is complete. (A kill at step 3 can land while rank 0 still writes it: then the run restarts from 0.)
-    result = train_preferences_on_ray(model_dir, pairs_file, out, TrainConfig.model_validate(SETTINGS), workers=2,
+    result = train_preferences_on_ray(retail_model, retail_pairs, out, TrainConfig.model_validate(SETTINGS), workers=2,
                                       cpus_per_worker=0.5, progress=False, fault={"rank": 1, "step": 4})
     assert (out / "ray-train" / "fault-drill.txt").is_file(), "the worker was killed"
     assert result.complete and result.steps == 4
@@ -142,7 +115,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(model_dir, pairs_file,
 
 
 @pytest.mark.slow
-def test_a_run_directory_of_other_settings_is_refused_on_ray_too(model_dir, pairs_file, ray_run, tmp_path):
+def test_a_run_directory_of_other_settings_is_refused_on_ray_too(retail_model, retail_pairs, ray_run, tmp_path):
     from trajalign.alignment.trainer import TrainError
     from trajalign.ray_train import train_preferences_on_ray
 
@@ -151,5 +124,5 @@ def test_a_run_directory_of_other_settings_is_refused_on_ray_too(model_dir, pair
     shutil.copytree(out, copy)
     other = TrainConfig.model_validate({**SETTINGS, "learning_rate": 5e-3})
     with pytest.raises(TrainError, match="learning_rate"):
-        train_preferences_on_ray(model_dir, pairs_file, copy, other, workers=2, cpus_per_worker=0.5, progress=False,
-                                 max_failures=0)
+        train_preferences_on_ray(retail_model, retail_pairs, copy, other, workers=2, cpus_per_worker=0.5,
+                                 progress=False, max_failures=0)

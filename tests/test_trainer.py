@@ -8,41 +8,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
-from trajalign.agents.tiny import build_tiny_model
-from trajalign.alignment.builders import outcome_pairs
 from trajalign.alignment.pairs import PreferencePair
 from trajalign.alignment.trainer import REFERENCE_FILE, TrainConfig, TrainError, train_preferences
 from trajalign.cli import main
-from trajalign.envs import Trajectory, load_scenario
-from trajalign.envs.jsonl import JsonlWriter, read_jsonl
+from trajalign.envs.jsonl import read_jsonl
 
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
            "logps/rejected")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("train") / "tiny", max_tasks_per_scenario=20)
-
-
-@pytest.fixture(scope="module")
-def pairs_file(tmp_path_factory):
-    """Oracle successes against noisy-oracle failures of the same retail tasks (outcome pairs)."""
-    scenario = load_scenario("retail")
-    root = tmp_path_factory.mktemp("pairs")
-    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 24, 0, root / "oracle.jsonl", progress=False)
-    rates = NoiseRates(wrong_tool=0.3, wrong_argument=0.3, premature_answer=0.2)
-    run_rollouts(scenario, lambda: NoisyOracleAgent(scenario, rates, seed=1), "train", 24, 0, root / "noisy.jsonl",
-                 progress=False)
-    pairs = list(outcome_pairs(read_jsonl(root / "noisy.jsonl", Trajectory),
-                               expert=read_jsonl(root / "oracle.jsonl", Trajectory), seed=0))
-    assert len(pairs) >= 8, "the noisy agent should fail often enough to give pairs"
-    path = root / "pairs.jsonl"
-    with JsonlWriter(path) as writer:
-        for pair in pairs:
-            writer.write(pair)
-    return path
 
 
 def _config(**overrides):
@@ -56,9 +28,9 @@ def _parameters(path):
     return {name: value.detach().clone() for name, value in model.named_parameters()}
 
 
-def test_a_run_writes_its_directory_and_starts_at_ln2(model_dir, pairs_file, tmp_path):
+def test_a_run_writes_its_directory_and_starts_at_ln2(retail_model, retail_pairs, tmp_path):
     out = tmp_path / "run"
-    result = train_preferences(model_dir, pairs_file, out, _config(), progress=False)
+    result = train_preferences(retail_model, retail_pairs, out, _config(), progress=False)
     assert result.complete and result.steps == 6 and result.counts.train > 0 and result.counts.val > 0
     for name in ("config.json", "metrics.jsonl", "loss.png", "margins.png", "accuracy.png", "result.json",
                  REFERENCE_FILE, "model/config.json"):
@@ -77,69 +49,69 @@ def test_a_run_writes_its_directory_and_starts_at_ln2(model_dir, pairs_file, tmp
     assert all(pair.has_reference for pair in stored)
 
 
-def test_training_separates_chosen_from_rejected(model_dir, pairs_file, tmp_path):
-    result = train_preferences(model_dir, pairs_file, tmp_path / "run", _config(max_steps=12), progress=False)
+def test_training_separates_chosen_from_rejected(retail_model, retail_pairs, tmp_path):
+    result = train_preferences(retail_model, retail_pairs, tmp_path / "run", _config(max_steps=12), progress=False)
     assert result.final["rewards/margins"] > 0.05
     assert result.final["rewards/accuracies"] > 0.5
     assert result.final["loss"] < math.log(2)
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(model_dir, pairs_file, tmp_path):
+def test_an_interrupted_run_resumes_to_the_same_weights(retail_model, retail_pairs, tmp_path):
     straight = tmp_path / "straight"
-    train_preferences(model_dir, pairs_file, straight, _config(), progress=False)
+    train_preferences(retail_model, retail_pairs, straight, _config(), progress=False)
     resumed = tmp_path / "resumed"
-    train_preferences(model_dir, pairs_file, resumed, _config(), progress=False)
+    train_preferences(retail_model, retail_pairs, resumed, _config(), progress=False)
     # Interrupt after step 3: drop everything the run wrote later.
     shutil.rmtree(resumed / "checkpoints" / "step-000006")
     shutil.rmtree(resumed / "model")
     (resumed / "result.json").unlink()
-    result = train_preferences(model_dir, pairs_file, resumed, _config(), progress=False)
+    result = train_preferences(retail_model, retail_pairs, resumed, _config(), progress=False)
     assert result.resumed_from_step == 3 and result.steps == 6
     expected, got = _parameters(straight / "model"), _parameters(resumed / "model")
     assert all(torch.equal(expected[name], got[name]) for name in expected)
-    again = train_preferences(model_dir, pairs_file, resumed, _config(), progress=False)
+    again = train_preferences(retail_model, retail_pairs, resumed, _config(), progress=False)
     assert again.stop_reason == "already_complete"
 
 
-def test_a_run_directory_of_other_settings_is_refused(model_dir, pairs_file, tmp_path):
-    train_preferences(model_dir, pairs_file, tmp_path / "run", _config(max_steps=3), progress=False)
+def test_a_run_directory_of_other_settings_is_refused(retail_model, retail_pairs, tmp_path):
+    train_preferences(retail_model, retail_pairs, tmp_path / "run", _config(max_steps=3), progress=False)
     shutil.rmtree(tmp_path / "run" / "model")
     with pytest.raises(TrainError, match="beta"):
-        train_preferences(model_dir, pairs_file, tmp_path / "run", _config(max_steps=3, loss={"algo": "dpo", "beta": 0.2}),
-                          progress=False)
+        train_preferences(retail_model, retail_pairs, tmp_path / "run",
+                          _config(max_steps=3, loss={"algo": "dpo", "beta": 0.2}), progress=False)
 
 
-def test_bad_lines_are_reported_and_skipped(model_dir, pairs_file, tmp_path, caplog):
+def test_bad_lines_are_reported_and_skipped(retail_model, retail_pairs, tmp_path, caplog):
     damaged = tmp_path / "damaged.jsonl"
-    lines = pairs_file.read_text().splitlines()
+    lines = retail_pairs.read_text().splitlines()
     no_actions = json.loads(lines[1])
     no_actions["rejected"] = [{"role": "assistant", "text": "x", "token_ids": [], "trainable": True}]
     nan_value = json.loads(lines[2])
     nan_value["value_chosen"] = float("nan")
     damaged.write_text("\n".join([lines[0], json.dumps(no_actions), json.dumps(nan_value),
                                   *lines[3:], lines[0][: len(lines[0]) // 2]]) + "\n")
-    result = train_preferences(model_dir, damaged, tmp_path / "run", _config(max_steps=2), progress=False)
+    result = train_preferences(retail_model, damaged, tmp_path / "run", _config(max_steps=2), progress=False)
     assert result.counts.bad_lines == 3
     assert result.counts.records == len(lines) - 2
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert "no action tokens" in messages and ":3 skipped" in messages and f":{len(lines) + 1} skipped" in messages
 
 
-def test_no_usable_pairs_is_an_error(model_dir, tmp_path):
+def test_no_usable_pairs_is_an_error(retail_model, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"truncated": \n')
     with pytest.raises(TrainError, match="no valid pairs"):
-        train_preferences(model_dir, empty, tmp_path / "run", _config(), progress=False)
+        train_preferences(retail_model, empty, tmp_path / "run", _config(), progress=False)
     with pytest.raises(TrainError, match="no pairs file"):
-        train_preferences(model_dir, tmp_path / "missing.jsonl", tmp_path / "run", _config(), progress=False)
+        train_preferences(retail_model, tmp_path / "missing.jsonl", tmp_path / "run", _config(), progress=False)
 
 
-def test_train_cli(model_dir, pairs_file, tmp_path, capsys):
-    code = main(["train", "--model", str(model_dir), "--pairs", str(pairs_file), "--algo", "stepwise",
+def test_train_cli(retail_model, retail_pairs, tmp_path, capsys):
+    code = main(["train", "--model", str(retail_model), "--pairs", str(retail_pairs), "--algo", "stepwise",
                  "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "4", "--no-progress"])
     output = capsys.readouterr().out
     assert code == 0, output
     assert "stepwise: 2/2 steps (complete)" in output and "train: loss" in output
-    assert main(["train", "--model", str(model_dir), "--pairs", str(pairs_file), "--out", str(tmp_path / "bad"),
+    assert main(["train", "--model", str(retail_model), "--pairs", str(retail_pairs), "--out", str(tmp_path / "bad"),
                  "--beta", "-1"]) == 2
     assert "beta" in capsys.readouterr().err
