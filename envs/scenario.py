@@ -344,6 +344,16 @@ def _matches(state: Any, expected: Any) -> bool:
     return state == expected
 
 
+def import_sibling(here: str | Path, file_name: str) -> Any:
+    """Import a file next to `here` (a scenario's tasks.py importing its site.py), executed afresh on every call.
+
+    Fresh, so a generator sees an edited site; registered in `sys.modules`, so its dataclasses and
+    functions pickle. Errors are `ScenarioError`s naming the file.
+    """
+    here = Path(here)
+    return _import_module(here.with_name(file_name), here.parent.name, here, "import")
+
+
 def _import_module(file: Path, scenario_name: str, yaml_path: Path, field: str) -> Any:
     where = f"{yaml_path}: field '{field}'"
     if not file.is_file():

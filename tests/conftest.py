@@ -27,6 +27,18 @@ def tool_use_scenario(request):
     return load_scenario(request.param)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """An embedded Ray for one test module (2 CPUs), shut down after it."""
+    import ray
+
+    from trajalign.ray_cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def retail_model(tmp_path_factory):
     """A tiny random-weight model over the retail corpus (20 tasks), shared by the training tests."""

@@ -34,13 +34,7 @@ HALF = {"cpus_per_worker": 0.5}
 SAMPLING = {"temperature": 1.0, "max_new_tokens": 16, "seed": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    from trajalign.ray_cluster import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ SETTINGS = {"loss": {"algo": "dpo", "beta": 0.1}, "learning_rate": 1e-3, "max_st
             "micro_batch_size": 2, "val_fraction": 0.25, "save_every": 2, "eval_every": 2, "warmup_ratio": 0.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    from trajalign.ray_cluster import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")

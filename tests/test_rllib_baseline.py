@@ -101,15 +101,6 @@ def test_every_env_id_registers_with_rllib():
     env.close()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    from trajalign.ray_cluster import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def test_ppo_baseline_command_runs_one_iteration(local_ray, tmp_path, capsys):
     from trajalign.cli import main
 

@@ -7,10 +7,9 @@ Success is the oracle's end state exactly: changing anything else, or submitting
 Groups are (kind, the main value asked for), so test tasks ask for values train never does.
 """
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
+
+from trajalign.envs.scenario import import_sibling
 
 FIRST = ["ana", "ben", "chen", "dara", "eli", "fay", "gus", "hana", "ivan", "jin", "kai", "lena", "mo", "nora",
          "omar", "pia", "raj", "sara", "tom", "uma", "vic", "wen", "yara", "zoe"]
@@ -28,18 +27,8 @@ SUBJECTS = {"Billing": ["Charged twice in March", "Refund for annual plan", "Inv
             "Other": ["Feedback on the new portal", "Update company details", "Question about branches"]}
 
 
-def _site():
-    """This scenario's site.py (loaded fresh, so an edited site is picked up with the tasks)."""
-    spec = importlib.util.spec_from_file_location("trajalign_scenario_accounts_site_for_tasks",
-                                                  Path(__file__).with_name("site.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate_tasks(count: int, seed: int) -> list[dict]:
-    site = _site()
+    site = import_sibling(__file__, "site.py")  # fresh: an edited site is picked up
     rng = random.Random(seed)
     return [_task(site, rng, index) for index in range(count)]
 

@@ -6,27 +6,16 @@ five starts with an unwanted item in the cart that must be removed first. Groups
 (category, requested attributes): the test split asks for combinations train never does.
 """
 
-import importlib.util
 import math
 import random
-import sys
-from pathlib import Path
+
+from trajalign.envs.scenario import import_sibling
 
 CATALOGUE_SEED = 7
 
 
-def _site():
-    """This scenario's site.py (loaded fresh, so an edited site is picked up with the tasks)."""
-    spec = importlib.util.spec_from_file_location("trajalign_scenario_shop_site_for_tasks",
-                                                  Path(__file__).with_name("site.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate_tasks(count: int, seed: int) -> list[dict]:
-    site = _site()
+    site = import_sibling(__file__, "site.py")  # fresh: an edited site is picked up
     products = list(site.catalogue(CATALOGUE_SEED).values())
     rng = random.Random(seed)
     tasks = []

@@ -7,10 +7,9 @@ The answer must contain the fact. Groups are (kind, city or region), so test que
 places train never asks about in that way.
 """
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
+
+from trajalign.envs.scenario import import_sibling
 
 ATLAS_SEED = 3
 FACTS = {"population": ("what is the population of {city}", lambda c: str(c.population)),
@@ -21,18 +20,8 @@ FACTS = {"population": ("what is the population of {city}", lambda c: str(c.popu
 KINDS = ["fact_in_region", "fact_by_index", "capital_mayor", "largest_city", "river_length", "river_source"]
 
 
-def _site():
-    """This scenario's site.py (loaded fresh, so an edited site is picked up with the tasks)."""
-    spec = importlib.util.spec_from_file_location("trajalign_scenario_wiki_site_for_tasks",
-                                                  Path(__file__).with_name("site.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need their module registered
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate_tasks(count: int, seed: int) -> list[dict]:
-    site = _site()
+    site = import_sibling(__file__, "site.py")  # fresh: an edited site is picked up
     atlas = site.atlas(ATLAS_SEED)
     rng = random.Random(seed)
     return [_task(site, atlas, rng, index) for index in range(count)]
