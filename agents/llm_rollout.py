@@ -69,16 +69,21 @@ class Continuation:
     metadata: dict[str, Any] = field(default_factory=dict)  # copied into the trajectory's metadata
 
 
-# Fills a slot: prepares an episode in the given environment, or returns it already finished.
-_Starter = Callable[[gym.Env], "_Episode | Trajectory"]
+# Fills a slot: prepares a queued item's episode in the given environment, or returns it already finished.
+_Starter = Callable[[gym.Env, Any], "_Episode | Trajectory"]
 
 
-def play_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, episodes: Episodes,
+def play_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, episodes: Episodes | deque,
                       batch_size: int = 8) -> Iterator[Trajectory]:
-    """Play the (task id, seed) episodes with up to `batch_size` at once; yield each as it ends."""
-    starters = [lambda env, task_id=task_id, seed=seed: _start(policy, env, task_id, seed)
-                for task_id, seed in episodes]
-    return _play(policy, scenario, split, starters, batch_size)
+    """Play the (task id, seed) episodes with up to `batch_size` at once; yield each as it ends.
+
+    `episodes` may be a deque that the caller keeps filling while it iterates: a slot that frees up
+    takes the next episode from its left, so a long-lived caller (a Ray actor the driver feeds) keeps
+    its batch full. The iterator ends when the deque is empty and no episode is live; one that has
+    yielded its last trajectory but not yet ended carries on with episodes appended after that.
+    """
+    queue = episodes if isinstance(episodes, deque) else deque(episodes)
+    return _play(policy, scenario, split, queue, lambda env, episode: _start(policy, env, *episode), batch_size)
 
 
 def continue_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, continuations: Sequence[Continuation],
@@ -91,21 +96,22 @@ def continue_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, con
     `continuations` share one forward pass over it when the policy reuses its cache.
     """
     shared: dict[tuple[int, ...], KVCache] = {}
-    starters = [lambda env, c=continuation: _resume(policy, env, c, scenario.name, split, shared)
-                for continuation in continuations]
-    return _play(policy, scenario, split, starters, batch_size)
+    return _play(policy, scenario, split, deque(continuations),
+                 lambda env, continuation: _resume(policy, env, continuation, scenario.name, split, shared),
+                 batch_size)
 
 
-def _play(policy: LLMPolicy, scenario: Scenario, split: str, starters: Sequence[_Starter],
+def _play(policy: LLMPolicy, scenario: Scenario, split: str, queue: deque, start: _Starter,
           batch_size: int) -> Iterator[Trajectory]:
-    queue = deque(starters)
-    envs = [make_env(scenario, split) for _ in range(min(batch_size, len(queue)) or 1)]
-    slots: list[_Episode | None] = [None] * len(envs)
+    envs: list[gym.Env] = []  # made as slots first fill
+    slots: list[_Episode | None] = [None] * batch_size
     try:
         while queue or any(slots):
             for index in range(len(slots)):
                 while slots[index] is None and queue:
-                    started = queue.popleft()(envs[index])
+                    while len(envs) <= index:
+                        envs.append(make_env(scenario, split))
+                    started = start(envs[index], queue.popleft())
                     if isinstance(started, Trajectory):  # it could not start (a prefix that did not replay)
                         yield started
                     else:

@@ -53,20 +53,32 @@ def _content(trajectories):
                                   t.agent) for t in trajectories}
 
 
-def test_two_workers_give_the_trajectories_of_one_worker_and_of_one_process(retail, model_dir, tmp_path):
-    plan = episode_plan(retail.tasks_in("train"), 6, seed=11)
-    spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
-    one, _ = ray_record_rollouts(retail, "train", plan, tmp_path / "one.jsonl", spec, WorkerSettings(workers=1, **HALF),
-                                 progress=False)
-    two, returned = ray_record_rollouts(retail, "train", plan, tmp_path / "two.jsonl", spec,
-                                        WorkerSettings(workers=2, chunk_size=2, **HALF), progress=False)
+@pytest.fixture(scope="module")
+def llm_plan(retail):
+    return episode_plan(retail.tasks_in("train"), 6, seed=11)
+
+
+@pytest.fixture(scope="module")
+def llm_local(retail, model_dir, llm_plan):
+    """The plan played in this process, with another batch size than the actors use."""
     policy = LLMPolicy.from_pretrained(model_dir, SamplingConfig(**SAMPLING))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the actors hold the cores; two OpenMP threads on a busy core crawl
     try:
-        local = list(play_llm_episodes(policy, retail, "train", plan, batch_size=3))  # another batch size, too
+        return list(play_llm_episodes(policy, retail, "train", llm_plan, batch_size=3))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_workers_give_the_trajectories_of_one_worker_and_of_one_process(retail, model_dir, llm_plan, llm_local,
+                                                                            tmp_path):
+    plan, local = llm_plan, llm_local
+    spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
+    one, _ = ray_record_rollouts(retail, "train", plan, tmp_path / "one.jsonl", spec, WorkerSettings(workers=1, **HALF),
+                                 progress=False)
+    # chunk_size 2 with batch 4: each call returns 2 trajectories and leaves 4 episodes in the actor's batch.
+    two, returned = ray_record_rollouts(retail, "train", plan, tmp_path / "two.jsonl", spec,
+                                        WorkerSettings(workers=2, chunk_size=2, **HALF), progress=False)
 
     written_one = read_jsonl(tmp_path / "one.jsonl", Trajectory)
     written_two = read_jsonl(tmp_path / "two.jsonl", Trajectory)
@@ -96,6 +108,21 @@ def test_a_killed_actor_loses_no_episode_and_duplicates_none(retail, tmp_path):
     # The file is complete: running the same command again plays nothing and writes nothing.
     again = ray_run_rollouts(retail, spec, "train", 24, 2, out, WorkerSettings(workers=2, **HALF), progress=False)
     assert again.resumed_episodes == 24 and len(read_jsonl(out, Trajectory)) == 24
+
+
+def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, model_dir, llm_plan, llm_local,
+                                                                        tmp_path):
+    # Batch 4, chunk 1: actor 0 holds up to 5 episodes, 4 of them carried over from call to call, and is
+    # SIGKILLed after its first trajectory; what it held must be played again by another actor.
+    spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
+    out = tmp_path / "ray.jsonl"
+    summary, _ = ray_record_rollouts(retail, "train", llm_plan, out, spec,
+                                     WorkerSettings(workers=2, chunk_size=1, **HALF), progress=False,
+                                     fault=FaultDrill(worker=0, after=1))
+    written = read_jsonl(out, Trajectory)
+    assert sorted(Counter((t.task_id, t.seed) for t in written).values()) == [1] * len(llm_plan)
+    assert _content(written) == _content(llm_local)
+    assert summary.ray.worker_failures == 1 and summary.ray.retried_episodes >= 4
 
 
 def test_an_episode_that_kills_every_actor_is_recorded_as_env_error(retail, tmp_path):

@@ -2,13 +2,15 @@
 
 Each actor (`RolloutWorker`) holds the scenario, its environments and its own copy of the agent:
 a scripted agent, or an `LLMPolicy` loaded from the model directory (on a GPU when the actor has
-one). The driver splits the planned episodes into chunks and hands each idle actor the next
-chunk; an actor streams every trajectory back as soon as it ends (a Ray streaming generator), and
-the driver, and only the driver, writes it, through the same `record_rollouts` as the
-single-process path: each finished trajectory is written exactly once and a rerun resumes.
+one). The driver keeps the queue of planned episodes and hands each idle actor the next few; an
+actor streams every trajectory back as soon as it ends (a Ray streaming generator), and the
+driver, and only the driver, writes it, through the same `record_rollouts` as the single-process
+path: each finished trajectory is written exactly once and a rerun resumes. An LLM actor is sent
+a batch's worth of episodes ahead of what each call returns, so its generation batch stays full
+from one call to the next and only drains when the queue is empty.
 
-Failures: when an actor dies (killed, out of memory, its node lost), the episodes of its chunk
-that had not come back are put at the front of the queue and played by another actor, and a new
+Failures: the driver tracks which actor holds which episode. When an actor dies (killed, out of
+memory, its node lost), the episodes it held are put at the front of the queue and played by another actor, and a new
 actor replaces the dead one. Each episode is retried at most `max_retries` times; one that kills
 its actor every time is recorded with status `env_error` (never silently dropped). The summary
 reports worker failures and retried episodes.
@@ -167,26 +169,46 @@ class RolloutWorker:
         self.kill_after = kill_after
         self.sent = 0
         self._policy: Any = None
+        self._indices: dict[tuple[str, int | None], deque[int]] = {}  # episodes held, by (task id, seed)
+        self._feeds: dict[str, deque] = {}  # per split: episodes waiting for a slot of the LLM player
+        self._players: dict[str, Iterator[Trajectory]] = {}
 
     def ready(self) -> int:
         return os.getpid()
 
-    def play(self, split: str, episodes: list[tuple[int, str, int | None]]) -> Iterator[tuple[list[int], str]]:
-        """Play (index, task id, seed) episodes; yield ([index], trajectory JSON) as each one ends."""
-        indices: dict[tuple[str, int | None], deque[int]] = {}
+    def play(self, split: str, episodes: list[tuple[int, str, int | None]], results: int | None = None
+             ) -> Iterator[tuple[list[int], str]]:
+        """Take (index, task id, seed) episodes; yield ([index], trajectory JSON) as episodes end.
+
+        An LLM actor keeps one batched player per split for its whole life and yields `results`
+        trajectories per call (all it holds when None); the episodes it holds beyond those stay in
+        its batch for the next call, so the batch does not drain between calls. A scripted agent
+        plays each call's episodes one at a time, all of them.
+        """
         for index, task_id, seed in episodes:
-            indices.setdefault((task_id, seed), deque()).append(index)
+            self._indices.setdefault((task_id, seed), deque()).append(index)
         todo = [(task_id, seed) for _, task_id, seed in episodes]
         if self.spec.scripted:
             trajectories = agent_player(self.scenario, self.spec.make_agent(self.scenario), split)(todo)
+            count = len(todo)
         else:
-            from trajalign.agents.llm_rollout import play_llm_episodes
-
-            trajectories = play_llm_episodes(self.policy(), self.scenario, split, todo, self.spec.batch_size)
-        for trajectory in trajectories:
+            trajectories = self._llm_player(split, todo)
+            count = sum(map(len, self._indices.values())) if results is None else results
+        for _ in range(count):
+            trajectory = next(trajectories)
             self._maybe_die()
             self.sent += 1
-            yield [indices[(trajectory.task_id, trajectory.seed)].popleft()], trajectory.model_dump_json()
+            yield [self._indices[(trajectory.task_id, trajectory.seed)].popleft()], trajectory.model_dump_json()
+
+    def _llm_player(self, split: str, todo: list[tuple[str, int | None]]) -> Iterator[Trajectory]:
+        from trajalign.agents.llm_rollout import play_llm_episodes
+
+        if split not in self._players:
+            self._feeds[split] = deque()
+            self._players[split] = play_llm_episodes(self.policy(), self.scenario, split, self._feeds[split],
+                                                     self.spec.batch_size)
+        self._feeds[split].extend(todo)
+        return self._players[split]
 
     def branch(self, chunk: list[tuple[int, str]], options: dict[str, Any]) -> Iterator[tuple[list[int], Any]]:
         """Branch from (index, trajectory JSON) recordings; once done, yield (indices, (pairs by index, stats)).
@@ -251,17 +273,18 @@ def _merge_stats(stats: Any, part: dict[str, Any]) -> None:
 
 
 @dataclass
-class _Call:
-    slot: int
-    remaining: set[int]
-
-
-@dataclass
 class _Slot:
     actor: Any
     generation: int
-    busy: bool = False
-    results: int = 0
+    held: set[int] = field(default_factory=set)  # units sent to the actor whose results have not come back
+    calls: int = 0  # calls in flight
+    owed: int = 0  # results the calls in flight still owe
+
+
+@dataclass
+class _Call:
+    slot: int
+    owed: int
 
 
 @dataclass
@@ -300,8 +323,12 @@ class RolloutPool:
     def play(self, split: str, episodes: Episodes) -> Iterator[Trajectory]:
         """Play the (task id, seed) episodes on the actors; yield each trajectory as it arrives."""
         units = [(index, task_id, seed) for index, (task_id, seed) in enumerate(episodes)]
-        chunk = self._chunking(1 if self.spec.scripted else 2 * self.spec.batch_size, 256)
-        for indices, payload in self._run(units, chunk, lambda actor, part: actor.play.remote(split, part)):
+        if self.spec.scripted:
+            chunk, lead = self._chunking(1, 256), 0
+        else:  # an LLM actor keeps a batch's worth of episodes beyond each call's, so its batch stays full
+            chunk, lead = (lambda left: self.settings.chunk_size or self.spec.batch_size), self.spec.batch_size
+        calls = self._run(units, chunk, lambda actor, part, results: actor.play.remote(split, part, results), lead)
+        for indices, payload in calls:
             if payload is None:  # abandoned after max_retries
                 task_id, seed = episodes[indices[0]]
                 yield _abandoned(self.scenario, split, task_id, seed, self.spec.name, self.settings.max_retries)
@@ -319,7 +346,8 @@ class RolloutPool:
         next_index = 0
         with tqdm(total=len(units), disable=not progress, desc=f"{self.scenario.name} branches",
                   unit="traj") as bar:
-            for indices, payload in self._run(units, chunk, lambda actor, part: actor.branch.remote(part, options)):
+            calls = self._run(units, chunk, lambda actor, part, results: actor.branch.remote(part, options))
+            for indices, payload in calls:
                 bar.update(len(indices))
                 if payload is None:  # abandoned after max_retries
                     stats.skipped["worker_died"] += len(indices)
@@ -359,23 +387,26 @@ class RolloutPool:
         """Units per call, given how many are left: `chunk_size`, else guided self-scheduling.
 
         A call takes 1/(workers + 1/2) of what is left, between `least` and `most`: large calls while
-        there is much to do, smaller ones at the end, so the actors finish together. Each call ends by
-        draining its actor's generation batch (no new episodes join it), so an LLM call takes at least
-        two batches' worth. (Measured on 2 cores: 1/(2 * workers) chunks cost ~25% in drains.)
+        there is much to do (fewer messages), smaller ones at the end, so the actors finish together.
         """
         fixed, workers = self.settings.chunk_size, self.settings.workers
         if fixed is not None:
             return lambda left: fixed
-        if workers == 1:  # nothing to balance: the fewest calls (and batch drains)
+        if workers == 1:  # nothing to balance: the fewest calls
             return lambda left: max(least, most)
         return lambda left: max(least, min(most, math.ceil(left / (workers + 0.5))))
 
     def _run(self, units: list[tuple[Any, ...]], chunk: Callable[[int], int],
-             start: Callable[[Any, list[tuple[Any, ...]]], Any]) -> Iterator[tuple[list[int], Any]]:
-        """Feed `units` (each led by its index) to idle actors, `chunk(left)` at a time; yield (indices, payload).
+             start: Callable[[Any, list[tuple[Any, ...]], int], Any], lead: int = 0
+             ) -> Iterator[tuple[list[int], Any]]:
+        """Feed `units` (each led by its index) to idle actors; yield (indices, payload) as results come back.
 
-        A unit whose actor died goes back to the front of the queue; after `max_retries` it is yielded
-        once with payload None. Every unit is yielded exactly once.
+        A call sends an actor `chunk(left)` new units and asks for results of all it holds but `lead`
+        (all of them once the queue is empty), so an actor with `lead` > 0 keeps that many in
+        progress between calls; such an actor also gets its next call before the current one ends,
+        so it never waits for the driver. The driver tracks which actor holds which unit: the units a
+        dead actor held go back to the front of the queue; after `max_retries` a unit is yielded once
+        with payload None. Every unit is yielded exactly once.
         """
         import ray
         from ray.exceptions import RayActorError, RayTaskError
@@ -383,60 +414,69 @@ class RolloutPool:
         settings = self.settings
         max_failures = settings.max_worker_failures if settings.max_worker_failures is not None \
             else 2 * settings.workers + 2
+        depth = 2 if lead else 1  # calls in flight per actor
         pending = deque(unit[0] for unit in units)
         by_index = {unit[0]: unit for unit in units}
         retries: Counter[int] = Counter()
         running: dict[Any, _Call] = {}
         try:
-            while pending or running:
+            while pending or running or any(slot.held for slot in self._slots):
                 for number, slot in enumerate(self._slots):
-                    if slot.busy or not pending:
-                        continue
-                    part = [pending.popleft() for _ in range(min(chunk(len(pending)), len(pending)))]
-                    generator = start(slot.actor, [by_index[index] for index in part])
-                    running[generator] = _Call(number, set(part))
-                    slot.busy = True
+                    while slot.calls < depth and (pending or len(slot.held) > slot.owed):
+                        size = chunk(len(pending)) + max(0, lead + slot.owed - len(slot.held))
+                        part = [pending.popleft() for _ in range(min(size, len(pending)))]
+                        slot.held.update(part)
+                        owed = len(slot.held) - slot.owed - (lead if pending else 0)
+                        running[start(slot.actor, [by_index[index] for index in part], owed)] = _Call(number, owed)
+                        slot.calls += 1
+                        slot.owed += owed
                 ready, _ = ray.wait(list(running), num_returns=1)
-                for generator in ready:
-                    call = running[generator]
-                    try:
-                        indices, payload = ray.get(next(generator))
-                    except StopIteration:
-                        del running[generator]
-                        self._slots[call.slot].busy = False
-                        pending.extendleft(sorted(call.remaining, reverse=True))  # nothing should be left
-                        continue
-                    except (RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError,
-                            ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError) as exc:
-                        del running[generator]
-                        self.report.worker_failures += 1
-                        if self.report.worker_failures > max_failures:
-                            raise WorkerError(f"{self.report.worker_failures} rollout actors died (the limit is "
-                                              f"{max_failures}); the last: {type(exc).__name__}: {exc}") from None
-                        self._replace(call.slot)
-                        for index in sorted(call.remaining, reverse=True):
-                            retries[index] += 1
-                            if retries[index] > settings.max_retries:
-                                self.report.abandoned_episodes += 1
-                                yield [index], None
-                            else:
-                                self.report.retried_episodes += 1
-                                pending.appendleft(index)
-                        continue
-                    except RayTaskError as exc:
-                        raise WorkerError(f"a rollout actor failed: {exc}") from None
-                    fresh = [index for index in indices if index in call.remaining]
-                    call.remaining.difference_update(fresh)
-                    self._slots[call.slot].results += 1
-                    if fresh:
-                        yield fresh, payload
+                call = running[ready[0]]
+                slot = self._slots[call.slot]
+                try:
+                    indices, payload = ray.get(next(ready[0]))
+                except StopIteration:
+                    del running[ready[0]]
+                    slot.calls -= 1
+                    if call.owed > 0:
+                        raise WorkerError(f"a rollout actor ended a call {call.owed} results short") from None
+                    continue
+                except (RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError,
+                        ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError) as exc:
+                    self.report.worker_failures += 1
+                    if self.report.worker_failures > max_failures:
+                        raise WorkerError(f"{self.report.worker_failures} rollout actors died (the limit is "
+                                          f"{max_failures}); the last: {type(exc).__name__}: {exc}") from None
+                    for generator in [g for g, c in running.items() if c.slot == call.slot]:
+                        del running[generator]  # the dead actor's other call, if any, died with it
+                    self._replace(call.slot)
+                    for index in sorted(slot.held, reverse=True):
+                        retries[index] += 1
+                        if retries[index] > settings.max_retries:
+                            self.report.abandoned_episodes += 1
+                            yield [index], None
+                        else:
+                            self.report.retried_episodes += 1
+                            pending.appendleft(index)
+                    continue
+                except RayTaskError as exc:
+                    raise WorkerError(f"a rollout actor failed: {exc}") from None
+                fresh = [index for index in indices if index in slot.held]
+                slot.held.difference_update(fresh)
+                call.owed -= len(indices)
+                slot.owed -= len(indices)
+                if fresh:
+                    yield fresh, payload
         finally:
-            for generator, call in running.items():  # calls left behind by an early exit or an error
+            for generator in running:  # calls left behind by an early exit or an error
                 try:
                     ray.cancel(generator)
                 except Exception:  # noqa: BLE001, S110 -- best effort: the pool kills its actors on close anyway
                     pass
-                self._slots[call.slot].busy = False
+            if pending or running or any(slot.held for slot in self._slots):
+                # An early exit leaves episodes inside the actors: the next play starts on fresh ones.
+                for number in range(len(self._slots)):
+                    self._replace(number)
 
     def _replace(self, number: int) -> None:
         import ray
