@@ -60,8 +60,8 @@ class WorkerSettings(BaseModel):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves (fractions share a core).")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each actor reserves; > 0 puts its policy on a GPU.")
     chunk_size: int | None = Field(None, gt=0, description="Episodes (or trajectories to branch from) per call to "
-                                                            "an actor; default: 1/(workers + 1/2) of what is "
-                                                            "left, at least two LLM batches.")
+                                                            "an actor; default: an LLM actor's batch size, else "
+                                                            "1/(workers + 1/2) of what is left.")
     max_retries: int = Field(3, ge=0, description="Times an episode is retried after its actor died.")
     max_worker_failures: int | None = Field(None, ge=0, description="Actor deaths tolerated before giving up; "
                                                                     "default 2 * workers + 2.")
