@@ -4,6 +4,9 @@ Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or n
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
     python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
+
+Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
+`_<minutes>min` appended when the budget is not the default 9 minutes.
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ def main() -> int:
     layers = read_model_info(model_dir)["layers"]
     payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
                "eval": result.model_dump(mode="json")}
-    print(f"results: {write_results(f'sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}', payload, table)}")
+    budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"  # the default budget keeps its old names
+    name = f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}{budget}"
+    print(f"results: {write_results(name, payload, table)}")
     return 0
 
 

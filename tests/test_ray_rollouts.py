@@ -112,8 +112,8 @@ def test_a_killed_actor_loses_no_episode_and_duplicates_none(retail, tmp_path):
 
 def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, model_dir, llm_plan, llm_local,
                                                                         tmp_path):
-    # Batch 4, chunk 1: actor 0 holds up to 5 episodes, 4 of them carried over from call to call, and is
-    # SIGKILLed after its first trajectory; what it held must be played again by another actor.
+    # Batch 4, chunk 1: actor 0 takes 5 of the 6 episodes and returns 1, keeping 4 in its batch for its
+    # next call, in which it is SIGKILLed; those 4 must be played again by another actor.
     spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
     out = tmp_path / "ray.jsonl"
     summary, _ = ray_record_rollouts(retail, "train", llm_plan, out, spec,

@@ -421,8 +421,9 @@ class RolloutPool:
         running: dict[Any, _Call] = {}
         try:
             while pending or running or any(slot.held for slot in self._slots):
-                for number, slot in enumerate(self._slots):
-                    while slot.calls < depth and (pending or len(slot.held) > slot.owed):
+                for number, slot in [pair for _ in range(depth) for pair in enumerate(self._slots)]:
+                    # Breadth first: every idle actor gets a call before any gets its second.
+                    if slot.calls < depth and (pending or len(slot.held) > slot.owed):
                         size = chunk(len(pending)) + max(0, lead + slot.owed - len(slot.held))
                         part = [pending.popleft() for _ in range(min(size, len(pending)))]
                         slot.held.update(part)
