@@ -103,6 +103,8 @@ def continue_llm_episodes(policy: LLMPolicy, scenario: Scenario, split: str, con
 
 def _play(policy: LLMPolicy, scenario: Scenario, split: str, queue: deque, start: _Starter,
           batch_size: int) -> Iterator[Trajectory]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     envs: list[gym.Env] = []  # made as slots first fill
     slots: list[_Episode | None] = [None] * batch_size
     try:

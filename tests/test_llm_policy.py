@@ -52,6 +52,11 @@ def test_each_architecture_runs_a_rollout_end_to_end(models, retail, architectur
         Trajectory.model_validate_json(trajectory.model_dump_json())  # survives the JSONL round trip
 
 
+def test_a_batch_of_no_environments_is_refused_rather_than_looping_forever(models, retail):
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        _play(_policy(models["llama"]), retail, episodes=1, batch_size=0)
+
+
 def _rescore_error(policy, trajectory):
     """Largest difference between recorded and re-scored per-turn log-probs."""
     ids = [token for turn in trajectory.turns for token in turn.token_ids]
