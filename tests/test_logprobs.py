@@ -9,7 +9,6 @@ from pydantic import ValidationError
 from trajalign.agents import OracleAgent, run_rollouts
 from trajalign.agents.chat import ChatFormat
 from trajalign.agents.llm import cache_argument
-from trajalign.agents.tiny import build_tiny_model
 from trajalign.alignment import (
     LossConfig,
     PairTokens,
@@ -42,11 +41,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("logprobs") / "tiny", max_tasks_per_scenario=20)
-
-
-@pytest.fixture(scope="module")
 def trajectories(tmp_path_factory):
     scenario = load_scenario("retail")
     path = tmp_path_factory.mktemp("data") / "oracle.jsonl"
@@ -55,8 +49,8 @@ def trajectories(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fmt(model_dir):
-    return ChatFormat(AutoTokenizer.from_pretrained(model_dir))
+def fmt(retail_model):
+    return ChatFormat(AutoTokenizer.from_pretrained(retail_model))
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +60,8 @@ def system():
 
 
 @pytest.fixture(scope="module")
-def model(model_dir):
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+def model(retail_model):
+    return AutoModelForCausalLM.from_pretrained(retail_model, dtype=torch.float32).eval()
 
 
 @pytest.fixture(scope="module")

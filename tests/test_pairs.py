@@ -14,7 +14,6 @@ from trajalign.agents.llm_rollout import (
     play_llm_episodes,
 )
 from trajalign.agents.rollout import run_episode
-from trajalign.agents.tiny import build_tiny_model
 from trajalign.alignment.builders import (
     PairStats,
     ReplayMismatch,
@@ -294,13 +293,8 @@ class OracleSteeredPolicy(LLMPolicy):
         return steer.script.pop(0) if steer.script else self.stop_id
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("pairs") / "tiny", max_tasks_per_scenario=20)
-
-
-def _steered(model_dir, retail, good, max_new_tokens=48):
-    base = LLMPolicy.from_pretrained(model_dir)
+def _steered(retail_model, retail, good, max_new_tokens=48):
+    base = LLMPolicy.from_pretrained(retail_model)
     return OracleSteeredPolicy(base.model, base.tokenizer, SamplingConfig(max_new_tokens=max_new_tokens, seed=0),
                                scenario=retail, good=good)
 
@@ -310,16 +304,16 @@ def _every_other_seed(key):
 
 
 @pytest.fixture(scope="module")
-def llm_recorded(model_dir, retail, tasks):
-    policy = _steered(model_dir, retail, good=lambda key: True)
+def llm_recorded(retail_model, retail, tasks):
+    policy = _steered(retail_model, retail, good=lambda key: True)
     trajectories = list(play_llm_episodes(policy, retail, "train", [(task.id, 0) for task in tasks[:2]], batch_size=2))
     assert all(t.success and t.turns[0].role == "system" for t in trajectories)
     assert all(turn.token_ids for t in trajectories for turn in t.turns)
     return trajectories
 
 
-def test_llm_branch_pairs_continue_from_the_recorded_tokens(model_dir, retail, llm_recorded):
-    policy = _steered(model_dir, retail, good=_every_other_seed)
+def test_llm_branch_pairs_continue_from_the_recorded_tokens(retail_model, retail, llm_recorded):
+    policy = _steered(retail_model, retail, good=_every_other_seed)
     stats = PairStats()
     pairs = list(branch_pairs(llm_recorded, retail, samples=4, tau=0.3, policy=policy, max_states_per_trajectory=2,
                               batch_size=4, stats=stats))
@@ -348,8 +342,8 @@ def test_llm_branch_pairs_continue_from_the_recorded_tokens(model_dir, retail, l
     assert [(p.id, p.chosen, p.rejected) for p in again] == [(p.id, p.chosen, p.rejected) for p in pairs]
 
 
-def test_llm_sampling_branches_end_to_end(model_dir, retail, llm_recorded):
-    policy = LLMPolicy.from_pretrained(model_dir, SamplingConfig(max_new_tokens=8, seed=0))
+def test_llm_sampling_branches_end_to_end(retail_model, retail, llm_recorded):
+    policy = LLMPolicy.from_pretrained(retail_model, SamplingConfig(max_new_tokens=8, seed=0))
     stats = PairStats()
     pairs = list(branch_pairs(llm_recorded[:1], retail, samples=2, policy=policy, max_states_per_trajectory=2,
                               batch_size=4, stats=stats))
@@ -357,8 +351,8 @@ def test_llm_sampling_branches_end_to_end(model_dir, retail, llm_recorded):
     assert stats.states == len(pairs) + sum(stats.skipped[reason] for reason in STATE_REASONS)
 
 
-def test_llm_continues_a_text_only_prefix_in_the_rendered_layout(model_dir, retail, oracle):
-    policy = LLMPolicy.from_pretrained(model_dir, SamplingConfig(max_new_tokens=8, seed=0))
+def test_llm_continues_a_text_only_prefix_in_the_rendered_layout(retail_model, retail, oracle):
+    policy = LLMPolicy.from_pretrained(retail_model, SamplingConfig(max_new_tokens=8, seed=0))
     trajectory, k = oracle[0], 2
     prefix = trajectory.turns[:prefix_length(trajectory, k)]
     continuation = Continuation(task_id=trajectory.task_id, seed=trajectory.seed, turns=prefix,
@@ -435,10 +429,10 @@ def test_cli_branch_with_a_scripted_agent(tmp_path, capsys, retail, noisy):
     assert "--samples must be at least 2" in capsys.readouterr().err
 
 
-def test_cli_branch_with_a_model(tmp_path, capsys, model_dir, llm_recorded):
+def test_cli_branch_with_a_model(tmp_path, capsys, retail_model, llm_recorded):
     data, out = tmp_path / "llm.jsonl", tmp_path / "branch.jsonl"
     _write(data, llm_recorded)
-    assert _cli(["pairs", "branch", "--scenario", "retail", "--data", str(data), "--model", str(model_dir),
+    assert _cli(["pairs", "branch", "--scenario", "retail", "--data", str(data), "--model", str(retail_model),
                  "--samples", "2", "--states-per-trajectory", "1", "--max-new-tokens", "8", "--batch-size", "4",
                  "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -13,7 +13,6 @@ from trajalign.agents import NoiseRates, NoisyOracleAgent, run_rollouts
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
 from trajalign.agents.rollout import episode_plan
-from trajalign.agents.tiny import build_tiny_model
 from trajalign.alignment.builders import PairStats, branch_pairs
 from trajalign.cli import main
 from trajalign.envs import load_scenario
@@ -42,11 +41,6 @@ def retail():
     return load_scenario("retail")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("ray") / "tiny", max_tasks_per_scenario=20)
-
-
 def _content(trajectories):
     """What must not depend on the number of workers: per (task, seed), the turns, rewards and status."""
     return {(t.task_id, t.seed): ([(turn.role, turn.text, turn.token_ids) for turn in t.turns], t.rewards, t.status,
@@ -59,9 +53,9 @@ def llm_plan(retail):
 
 
 @pytest.fixture(scope="module")
-def llm_local(retail, model_dir, llm_plan):
+def llm_local(retail, retail_model, llm_plan):
     """The plan played in this process, with another batch size than the actors use."""
-    policy = LLMPolicy.from_pretrained(model_dir, SamplingConfig(**SAMPLING))
+    policy = LLMPolicy.from_pretrained(retail_model, SamplingConfig(**SAMPLING))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the actors hold the cores; two OpenMP threads on a busy core crawl
     try:
@@ -70,10 +64,10 @@ def llm_local(retail, model_dir, llm_plan):
         torch.set_num_threads(threads)
 
 
-def test_two_workers_give_the_trajectories_of_one_worker_and_of_one_process(retail, model_dir, llm_plan, llm_local,
+def test_two_workers_give_the_trajectories_of_one_worker_and_of_one_process(retail, retail_model, llm_plan, llm_local,
                                                                             tmp_path):
     plan, local = llm_plan, llm_local
-    spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
+    spec = AgentSpec(agent=str(retail_model), sampling=SAMPLING, batch_size=4)
     one, _ = ray_record_rollouts(retail, "train", plan, tmp_path / "one.jsonl", spec, WorkerSettings(workers=1, **HALF),
                                  progress=False)
     # chunk_size 2 with batch 4: each call returns 2 trajectories and leaves 4 episodes in the actor's batch.
@@ -110,11 +104,11 @@ def test_a_killed_actor_loses_no_episode_and_duplicates_none(retail, tmp_path):
     assert again.resumed_episodes == 24 and len(read_jsonl(out, Trajectory)) == 24
 
 
-def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, model_dir, llm_plan, llm_local,
+def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, retail_model, llm_plan, llm_local,
                                                                         tmp_path):
     # Batch 4, chunk 1: actor 0 takes 5 of the 6 episodes and returns 1, keeping 4 in its batch for its
     # next call, in which it is SIGKILLed; those 4 must be played again by another actor.
-    spec = AgentSpec(agent=str(model_dir), sampling=SAMPLING, batch_size=4)
+    spec = AgentSpec(agent=str(retail_model), sampling=SAMPLING, batch_size=4)
     out = tmp_path / "ray.jsonl"
     summary, _ = ray_record_rollouts(retail, "train", llm_plan, out, spec,
                                      WorkerSettings(workers=2, chunk_size=1, **HALF), progress=False,
@@ -159,7 +153,7 @@ def test_branching_on_workers_gives_the_pairs_of_one_process(retail, tmp_path):
         (local_stats.pairs, local_stats.states, local_stats.continuations, local_stats.skipped)
 
 
-def test_rollout_and_eval_commands_take_workers(model_dir, tmp_path, capsys):
+def test_rollout_and_eval_commands_take_workers(retail_model, tmp_path, capsys):
     out = tmp_path / "oracle.jsonl"
     assert main(["rollout", "--scenario", "retail", "--agent", "oracle", "--episodes", "6", "--out", str(out),
                  "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]) == 0
@@ -169,8 +163,9 @@ def test_rollout_and_eval_commands_take_workers(model_dir, tmp_path, capsys):
     assert len(read_jsonl(out, Trajectory)) == 6
 
     summary = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(model_dir), "--scenario", "retail", "--episodes", "4", "--max-new-tokens", "16",
-                 "--workers", "2", "--cpus-per-worker", "0.5", "--summary-json", str(summary), "--no-progress"]) == 0
+    assert main(["eval", "--model", str(retail_model), "--scenario", "retail", "--episodes", "4",
+                 "--max-new-tokens", "16", "--workers", "2", "--cpus-per-worker", "0.5", "--summary-json", str(summary),
+                 "--no-progress"]) == 0
     report = json.loads(summary.read_text())
     assert report["episodes"] == 4 and report["ray"]["workers"] == 2 and "pass_hat_k" in report
-    assert main(["eval", "--model", str(model_dir), "--scenario", "retail", "--workers", "0"]) == 2
+    assert main(["eval", "--model", str(retail_model), "--scenario", "retail", "--workers", "0"]) == 2

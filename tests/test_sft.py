@@ -34,11 +34,6 @@ VAL_FRACTION = 0.2  # of the 12 oracle episodes below, 4 tasks hash to validatio
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_model(["retail"], tmp_path_factory.mktemp("sft") / "tiny", max_tasks_per_scenario=20)
-
-
-@pytest.fixture(scope="module")
 def oracle_file(tmp_path_factory):
     scenario = load_scenario("retail")
     path = tmp_path_factory.mktemp("data") / "oracle.jsonl"
@@ -52,8 +47,8 @@ def trajectories(oracle_file):
 
 
 @pytest.fixture(scope="module")
-def fmt(model_dir):
-    return ChatFormat(AutoTokenizer.from_pretrained(model_dir))
+def fmt(retail_model):
+    return ChatFormat(AutoTokenizer.from_pretrained(retail_model))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +123,8 @@ def test_recorded_token_ids_are_used_as_is_and_checked(fmt, trajectories, system
         _load(fmt, [tmp_path / "other.jsonl"])
 
 
-def test_observation_content_moves_no_loss_and_masked_positions_get_no_gradient(model_dir, fmt, trajectories, system):
+def test_observation_content_moves_no_loss_and_masked_positions_get_no_gradient(retail_model, fmt, trajectories,
+                                                                                 system):
     trajectory = trajectories[0]
     # Digits are single tokens, so changing them changes the observation but not its token count.
     changed = trajectory.model_copy(update={"turns": [
@@ -139,7 +135,7 @@ def test_observation_content_moves_no_loss_and_masked_positions_get_no_gradient(
     assert original.mask == edited.mask
     assert [t for t, m in zip(original.ids, original.mask) if m] == [t for t, m in zip(edited.ids, edited.mask) if m]
 
-    model = _model(model_dir)
+    model = _model(retail_model)
     for example in (original, edited):
         batch = collate([example], pad_id=fmt.tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -156,9 +152,9 @@ def test_observation_content_moves_no_loss_and_masked_positions_get_no_gradient(
         assert torch.allclose(nll, full.detach(), rtol=1e-6)
 
 
-def test_gradient_accumulation_equals_the_full_batch(model_dir, fmt, trajectories, system):
+def test_gradient_accumulation_equals_the_full_batch(retail_model, fmt, trajectories, system):
     examples = [build_example(fmt, t, system) for t in trajectories[:4]]
-    model = _model(model_dir)
+    model = _model(retail_model)
 
     def gradients(micro_batch_size):
         model.zero_grad(set_to_none=True)
@@ -244,16 +240,16 @@ def _copy_scenario_as(tmp_path, name):
 # ---- runs --------------------------------------------------------------------------------------
 
 
-def test_short_run_overfits_and_writes_the_run_directory(model_dir, fmt, oracle_file, tmp_path):
+def test_short_run_overfits_and_writes_the_run_directory(retail_model, fmt, oracle_file, tmp_path):
     config = SFTConfig(learning_rate=3e-3, max_steps=40, batch_size=2, micro_batch_size=2, eval_every=10,
                        save_every=10, val_fraction=VAL_FRACTION)
     train, _, _ = _load(fmt, [oracle_file], config)
     assert len(train) == 8
     pad = fmt.tokenizer.pad_token_id
-    before = evaluate(_model(model_dir), train, 4, pad)["val_loss"]
+    before = evaluate(_model(retail_model), train, 4, pad)["val_loss"]
 
     out = tmp_path / "run"
-    result = train_sft(model_dir, [oracle_file], out, config, progress=False)
+    result = train_sft(retail_model, [oracle_file], out, config, progress=False)
     assert result.complete and result.steps == 40 and result.stop_reason == "complete"
     after = evaluate(_model(out / "model"), train, 4, pad)["val_loss"]
     assert after < 0.35 * before, (before, after)
@@ -261,7 +257,7 @@ def test_short_run_overfits_and_writes_the_run_directory(model_dir, fmt, oracle_
     assert result.tokens_per_second > 0
 
     saved = json.loads((out / "config.json").read_text())
-    assert saved["config"]["learning_rate"] == 3e-3 and saved["model"] == str(model_dir.resolve())
+    assert saved["config"]["learning_rate"] == 3e-3 and saved["model"] == str(retail_model.resolve())
     assert saved["data_files"] == [str(oracle_file.resolve())]
     assert saved["counts"]["train"] == 8 and saved["counts"]["val"] == 4
     metrics = read_metrics(out)
@@ -283,17 +279,17 @@ def test_short_run_overfits_and_writes_the_run_directory(model_dir, fmt, oracle_
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     assert tokenizer.get_vocab() == fmt.tokenizer.get_vocab() and tokenizer.chat_template == fmt.tokenizer.chat_template
-    assert model.num_parameters() == _model(model_dir).num_parameters()
+    assert model.num_parameters() == _model(retail_model).num_parameters()
 
 
 def _weights(path):
     return _model(path).state_dict()
 
 
-def test_interrupted_runs_resume_to_the_same_weights(model_dir, oracle_file, tmp_path, capsys):
+def test_interrupted_runs_resume_to_the_same_weights(retail_model, oracle_file, tmp_path, capsys):
     config = SFTConfig(max_steps=6, batch_size=2, micro_batch_size=1, save_every=2, eval_every=3,
                        val_fraction=VAL_FRACTION)
-    uninterrupted = train_sft(model_dir, oracle_file, tmp_path / "a", config, progress=False)
+    uninterrupted = train_sft(retail_model, oracle_file, tmp_path / "a", config, progress=False)
     assert uninterrupted.complete
 
     class Killed(Exception):
@@ -305,20 +301,20 @@ def test_interrupted_runs_resume_to_the_same_weights(model_dir, oracle_file, tmp
 
     out = tmp_path / "b"
     with pytest.raises(Killed):
-        train_sft(model_dir, oracle_file, out, config, progress=False, on_step=kill_at_step_5)
+        train_sft(retail_model, oracle_file, out, config, progress=False, on_step=kill_at_step_5)
     assert latest_checkpoint(out).name == "step-000004" and not (out / "model").exists()
     capsys.readouterr()
-    resumed = train_sft(model_dir, oracle_file, out, config, progress=False)
+    resumed = train_sft(retail_model, oracle_file, out, config, progress=False)
     assert "resuming from" in capsys.readouterr().out and resumed.resumed_from_step == 4 and resumed.complete
 
     # A clean stop on the time budget, then the same command without it.
     timed = tmp_path / "c"
-    stopped = train_sft(model_dir, oracle_file, timed, config.model_copy(update={"max_seconds": 1e-3}),
+    stopped = train_sft(retail_model, oracle_file, timed, config.model_copy(update={"max_seconds": 1e-3}),
                         progress=False)
     assert (stopped.complete, stopped.steps, stopped.stop_reason) == (False, 1, "max_seconds")
     assert "rerun the same command to continue" in capsys.readouterr().out
     assert latest_checkpoint(timed).name == "step-000001" and (timed / "model" / "config.json").is_file()
-    finished = train_sft(model_dir, oracle_file, timed, config, progress=False)
+    finished = train_sft(retail_model, oracle_file, timed, config, progress=False)
     assert finished.complete and finished.resumed_from_step == 1
 
     reference = _weights(tmp_path / "a" / "model")
@@ -329,19 +325,19 @@ def test_interrupted_runs_resume_to_the_same_weights(model_dir, oracle_file, tmp
         assert losses == pytest.approx([m["loss"] for m in read_metrics(tmp_path / "a") if "loss" in m], abs=1e-6)
     assert resumed.final_val_loss == pytest.approx(uninterrupted.final_val_loss, abs=1e-6)
 
-    again = train_sft(model_dir, oracle_file, out, config, progress=False)
+    again = train_sft(retail_model, oracle_file, out, config, progress=False)
     assert "already complete" in capsys.readouterr().out and again.stop_reason == "already_complete"
     with pytest.raises(SFTError, match="learning_rate"):
-        train_sft(model_dir, oracle_file, out, config.model_copy(update={"learning_rate": 5e-4}), progress=False)
+        train_sft(retail_model, oracle_file, out, config.model_copy(update={"learning_rate": 5e-4}), progress=False)
 
 
-def test_cli_sft_end_to_end(model_dir, trajectories, tmp_path, capsys):
+def test_cli_sft_end_to_end(retail_model, trajectories, tmp_path, capsys):
     data = tmp_path / "custom.jsonl"
     with JsonlWriter(data) as writer:
         for trajectory in trajectories[:4]:
             writer.write(trajectory.model_copy(update={"scenario": "my_shop"}))
     out = tmp_path / "run"
-    command = ["sft", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--max-steps", "2",
+    command = ["sft", "--model", str(retail_model), "--data", str(data), "--out", str(out), "--max-steps", "2",
                "--batch-size", "2", "--micro-batch-size", "1", "--lr", "2e-3", "--seed", "1", "--no-progress"]
 
     assert main(command) == 2
