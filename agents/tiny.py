@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from trajalign.envs import make_env
@@ -37,6 +37,8 @@ CHAT_TEMPLATE = (
 )
 
 MAX_POSITIONS = 2048
+# Shorter system-prompt lines ("Tools:") stay ordinary text.
+MIN_PROMPT_LINE_CHARS = 24
 METADATA_FILE = "trajalign_model.json"
 
 Size = Literal["tiny", "small"]
@@ -102,6 +104,26 @@ def _oracle_texts(scenario: Scenario, env: Any, tasks: Iterable[Any]) -> Iterato
                 yield turn.text
 
 
+def prompt_lines(scenarios: Sequence[Scenario]) -> list[str]:
+    """The distinct lines of the scenarios' system prompts that are at least `MIN_PROMPT_LINE_CHARS` long.
+
+    The prompt is the one a rollout starts with (`system_prompt` of the reset info), so a web
+    scenario's comes from its browser environment.
+    """
+    from trajalign.agents.chat import system_prompt
+
+    lines: dict[str, None] = {}
+    for scenario in scenarios:
+        env = make_env(scenario, "train" if scenario.tasks_in("train") else "test")
+        try:
+            _, info = env.reset(seed=0)
+        finally:
+            env.close()
+        lines.update(dict.fromkeys(line for line in system_prompt(info).split("\n")
+                                   if len(line) >= MIN_PROMPT_LINE_CHARS))
+    return list(lines)
+
+
 # --- tokenizer ----------------------------------------------------------------------------------------
 
 
@@ -114,26 +136,30 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     ])
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, whole_lines: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with the chat special tokens and template; deterministic for its input.
 
     Any string round-trips exactly through encode/decode. Digits are always single tokens. Encoding adds
-    no BOS/EOS: the chat template marks turns itself.
+    no BOS/EOS: the chat template marks turns itself. Each of `whole_lines` becomes one token wherever
+    it occurs (within `vocab_size`): `build_tiny_model` passes the system prompt's lines.
     """
-    minimum = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
+    minimum = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet()) + len(whole_lines)
     if vocab_size < minimum:
-        raise ValueError(f"vocab_size must be at least {minimum} (special tokens plus the 256 bytes), got {vocab_size}")
+        raise ValueError(f"vocab_size must be at least {minimum} (special tokens, the 256 bytes and "
+                         f"{len(whole_lines)} whole lines), got {vocab_size}")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = _pre_tokenizer()
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(whole_lines),
         min_frequency=2,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    # Matched before the byte-level split, and decoded back verbatim.
+    tokenizer.add_tokens([AddedToken(line, normalized=False) for line in whole_lines])
     return wrap_tokenizer(tokenizer)
 
 
@@ -222,6 +248,7 @@ def build_tiny_model(
     architecture: Architecture = "llama",
     max_tasks_per_scenario: int | None = None,
     max_positions: int | None = None,
+    prompt_tokens: bool = True,
 ) -> Path:
     """Train a tokenizer on the scenarios' corpus, build a randomly initialized model, save both to `out`.
 
@@ -229,6 +256,12 @@ def build_tiny_model(
     arguments give the same tokenizer and weights. Returns `out`, which also gets `trajalign_model.json`
     describing how the model was built. `max_positions` (default `MAX_POSITIONS`) is the longest
     sequence the model reads; SFT, preference training and rollouts skip or stop at longer ones.
+
+    With `prompt_tokens`, each line of the scenarios' system prompts is one token, so the model reads
+    a tool-use prompt in about 30 tokens instead of about 550. A model trained from scratch learns to
+    look values up in the goal and observations far sooner when its attention is not spread over a
+    long constant prefix, and each step is cheaper (docs/benchmarks.md, SFT section). Prompt text
+    that differs (edited instructions, another scenario) is tokenized as usual.
     """
     import torch
     import transformers
@@ -254,7 +287,9 @@ def build_tiny_model(
             corpus_stats["chars"] += len(text)
             yield text
 
-    tokenizer = train_tokenizer(counted(build_corpus(loaded, max_tasks_per_scenario)), SIZES[size]["vocab_size"])
+    whole_lines = prompt_lines(loaded) if prompt_tokens else []
+    tokenizer = train_tokenizer(counted(build_corpus(loaded, max_tasks_per_scenario)), SIZES[size]["vocab_size"],
+                                whole_lines)
     config = make_config(architecture, size, tokenizer, max_positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -280,6 +315,7 @@ def build_tiny_model(
         **{key: value for key, value in SIZES[size].items() if key != "vocab_size"},
         "max_position_embeddings": max_positions,
         "max_tasks_per_scenario": max_tasks_per_scenario,
+        "prompt_line_tokens": len(whole_lines),
         "corpus_texts": corpus_stats["texts"],
         "corpus_chars": corpus_stats["chars"],
         "special_tokens": list(SPECIAL_TOKENS),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import trajalign  # noqa: F401
-from trajalign.agents.chat import ChatFormat, trajectory_tokens
+from trajalign.agents.chat import ChatFormat, scenario_system_prompt, trajectory_tokens
 from trajalign.agents.evaluate import pass_hat_k
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
@@ -152,12 +152,13 @@ def test_bad_model_output_flows_into_the_env_error_path(models, retail):
 
 def test_context_limit_truncates_with_a_stated_reason(models, retail):
     policy = _policy(models["gpt2"])
-    policy.max_context = 520  # the system prompt and goal fit, a few turns do not
+    # The system prompt and goal fit, a few turns do not.
+    policy.max_context = len(policy.format.encode(scenario_system_prompt(retail))) + 120
     trajectories = _play(policy, retail, episodes=2, batch_size=2)
     for trajectory in trajectories:
         if trajectory.status == "truncated":
             assert trajectory.metadata["truncated_by"] == "context_limit"
-            assert trajectory.metadata["context_tokens"] + 12 > 520
+            assert trajectory.metadata["context_tokens"] + 12 > policy.max_context
     assert any(t.metadata.get("truncated_by") == "context_limit" for t in trajectories)
 
 

@@ -16,10 +16,12 @@ from trajalign.agents.tiny import (
     SPECIAL_TOKENS,
     build_corpus,
     build_tiny_model,
+    prompt_lines,
     read_model_info,
     save_tokenizer_with_template,
     train_tokenizer,
 )
+from trajalign.agents.chat import scenario_system_prompt
 from trajalign.cli import main
 from trajalign.envs import load_scenario
 
@@ -132,6 +134,32 @@ def test_digits_are_single_tokens(tokenizer):
     assert tokens[tokens.index("W") + 1: tokens.index("W") + 6] == ["1", "2", "3", "4", "5"]
     assert all(not any(c.isdigit() for c in t) or len(t) == 1 for t in tokens)
     assert [t for t in tokenizer.tokenize("#W12345") if t.isdigit()] == list("12345")
+
+
+def test_system_prompt_lines_are_single_tokens_and_edited_prompts_still_round_trip(llama_dir, tokenizer):
+    scenarios = [load_scenario("retail"), load_scenario("filesystem")]
+    lines = prompt_lines(scenarios)
+    assert read_model_info(llama_dir)["prompt_line_tokens"] == len(lines) > 10
+    for scenario in scenarios:
+        prompt = scenario_system_prompt(scenario)
+        ids = tokenizer.encode(prompt)
+        assert tokenizer.decode(ids) == prompt
+        # One token per long line, and a few for the short lines and the newlines between them.
+        assert len(ids) <= 2 * prompt.count("\n") + 2
+        assert sum(tokenizer.convert_ids_to_tokens(i) in lines for i in ids) == sum(
+            line in lines for line in prompt.split("\n"))
+        edited = prompt.replace("one call per turn", "one call each turn")
+        assert tokenizer.decode(tokenizer.encode(edited)) == edited
+        assert len(tokenizer.encode(edited)) > len(ids) + 5  # the edited line is ordinary text again
+
+
+def test_prompt_tokens_off_keeps_plain_bpe(tmp_path):
+    out = build_tiny_model(["filesystem"], tmp_path / "plain", max_tasks_per_scenario=MAX_TASKS, prompt_tokens=False)
+    plain = AutoTokenizer.from_pretrained(out)
+    prompt = scenario_system_prompt(load_scenario("filesystem"))
+    assert read_model_info(out)["prompt_line_tokens"] == 0
+    assert len(plain.encode(prompt)) > 300
+    assert plain.decode(plain.encode(prompt)) == prompt
 
 
 def test_corpus_holds_schemas_and_oracle_turns_but_no_test_tasks():

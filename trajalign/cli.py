@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--max-tasks", type=int, default=None, metavar="N",
                       help="train the tokenizer on at most N train tasks per scenario (default: all)")
+    init.add_argument("--no-prompt-tokens", action="store_true",
+                      help="tokenize the system prompt as ordinary text instead of one token per line")
     init.set_defaults(handler=_model_init)
 
     sft = commands.add_parser("sft", help="fine-tune a model on trajectories (supervised, successful ones by default)")
@@ -345,11 +347,11 @@ def _model_init(args: argparse.Namespace) -> int:
     from trajalign.agents.tiny import build_tiny_model, read_model_info
 
     out = build_tiny_model(args.scenario, args.out, size=args.size, seed=args.seed, architecture=args.architecture,
-                           max_tasks_per_scenario=args.max_tasks)
+                           max_tasks_per_scenario=args.max_tasks, prompt_tokens=not args.no_prompt_tokens)
     info = read_model_info(out)
     print(f"model: {out}")
     print(f"architecture: {info['architecture']} ({info['size']}), {info['num_parameters']:,} parameters")
-    print(f"vocab size: {info['vocab_size']}")
+    print(f"vocab size: {info['vocab_size']} ({info['prompt_line_tokens']} of them system-prompt lines)")
     print(f"scenarios: {', '.join(info['scenarios'])}")
     return 0
 
