@@ -17,6 +17,9 @@ class AgentAction:
     text: str
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    # A scripted agent's deliberate mistake ("wrong_argument", ...): recorded in the trajectory's
+    # metadata, so SFT can imitate the recovery without imitating the mistake.
+    mistake: str | None = None
 
 
 class Agent(Protocol):

@@ -25,6 +25,10 @@ from trajalign.envs.scenario import Scenario, Task
 from trajalign.envs.trajectory import STATUSES, EpisodeTiming, Trajectory, Turn
 
 
+# Trajectory metadata key: {turn index: kind} of the turns a scripted agent got wrong on purpose.
+MISTAKES = "mistakes"
+
+
 def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: str | None = None) -> Trajectory:
     """Play one episode. A crash in the environment or the agent ends it with status `env_error`."""
     started_at, started = time.time(), time.perf_counter()
@@ -33,11 +37,15 @@ def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: st
     turns = [Turn(role=info.get("observation_role", "user"), text=observation)]
     rewards: list[float] = []
     env_s, status, error = 0.0, "env_error", None
+    mistakes: dict[str, str] = {}
     try:
         agent.reset(observation, info, seed)
-        status, env_s = act_until_done(env, agent, observation, info, turns, rewards)
+        status, env_s = act_until_done(env, agent, observation, info, turns, rewards, mistakes)
     except Exception as exc:  # recorded, not raised: one broken episode must not lose the rest
         error = f"{type(exc).__name__}: {exc}"
+    metadata: dict[str, Any] = {"error": error} if error else {}
+    if mistakes:
+        metadata[MISTAKES] = mistakes
     return Trajectory(
         scenario=first_info["scenario"],
         task_id=first_info["task_id"],
@@ -49,20 +57,23 @@ def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, task_id: st
         reward=rewards[-1] if rewards and status != "env_error" else 0.0,
         status=status,
         timing=EpisodeTiming(started_at=started_at, duration_s=time.perf_counter() - started, env_s=env_s),
-        metadata={"error": error} if error else {},
+        metadata=metadata,
     )
 
 
 def act_until_done(env: gym.Env, agent: Agent, observation: str, info: dict[str, Any], turns: list[Turn],
-                   rewards: list[float]) -> tuple[str, float]:
+                   rewards: list[float], mistakes: dict[str, str] | None = None) -> tuple[str, float]:
     """Let `agent` act from the current state until the episode ends, appending to `turns` and `rewards`.
 
+    Actions the agent marks as deliberate mistakes go into `mistakes` (turn index -> kind) when given.
     Returns the final status and the seconds spent in `env.step`. Exceptions propagate: callers
     record them as `env_error`.
     """
     env_s = 0.0
     while True:
         action = agent.act(observation, info)
+        if action.mistake and mistakes is not None:
+            mistakes[str(len(turns))] = action.mistake  # a string key: the metadata is stored as JSON
         turns.append(Turn(role="assistant", text=action.text, token_ids=action.token_ids,
                           logprobs=action.logprobs, trainable=True))
         step_started = time.perf_counter()

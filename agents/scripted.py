@@ -84,11 +84,12 @@ class NoisyOracleAgent(OracleAgent):
         self._previous = None
 
     def act(self, observation: str, info: dict[str, Any]) -> AgentAction:
-        call = self._choose()
+        call, mistake = self._choose()
         self._previous = call
-        return AgentAction(call.to_text())
+        return AgentAction(call.to_text(), mistake=mistake)
 
-    def _choose(self) -> ToolCall:
+    def _choose(self) -> tuple[ToolCall, str | None]:
+        """The next call, and which mistake it is (None for the plan's own step)."""
         intended = (self._plan[self._next] if self._next < len(self._plan)
                     else final_answer_call(self.scenario, _GIVE_UP_TEXT))
         roll = self._rng.random()
@@ -96,15 +97,15 @@ class NoisyOracleAgent(OracleAgent):
         if (roll := roll - rates.wrong_tool) < 0:
             others = [name for name in self.scenario.tools if name != intended.name]
             if others:
-                return ToolCall(name=self._rng.choice(others), arguments=intended.arguments)
+                return ToolCall(name=self._rng.choice(others), arguments=intended.arguments), "wrong_tool"
         elif (roll := roll - rates.wrong_argument) < 0 and intended.arguments:
-            return self._with_wrong_argument(intended)
+            return self._with_wrong_argument(intended), "wrong_argument"
         elif (roll := roll - rates.premature_answer) < 0 and not _is_final(intended):
             self._next = len(self._plan)
-            return final_answer_call(self.scenario, "Done.")
+            return final_answer_call(self.scenario, "Done."), "premature_answer"
         elif roll - rates.repeated_call < 0 and self._previous is not None:
-            return self._previous
-        return self._advance()
+            return self._previous, "repeated_call"
+        return self._advance(), None
 
     def _with_wrong_argument(self, call: ToolCall) -> ToolCall:
         key = self._rng.choice(sorted(call.arguments))

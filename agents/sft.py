@@ -46,6 +46,7 @@ from transformers import DynamicCache
 
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, trajectory_tokens
 from trajalign.agents.llm import cache_argument, output_cache
+from trajalign.agents.rollout import MISTAKES
 from trajalign.agents.run_dir import (
     append_metrics,
     batch_of_step,
@@ -100,6 +101,8 @@ class SFTConfig(BaseModel):
     seed: int = 0
     max_seconds: float | None = Field(None, gt=0, description="Wall-clock budget of one invocation: stop, save, report.")
     only_successful: bool = Field(True, description="Train only on trajectories with status success.")
+    train_on_mistakes: bool = Field(False, description="Also train on turns a scripted agent marked as deliberate "
+                                    "mistakes (noisy oracle); by default only the recoveries after them are.")
     device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', ...")
 
     @model_validator(mode="after")
@@ -115,6 +118,7 @@ class DataCounts(BaseModel):
     not_successful: int = Field(0, description="Skipped by only_successful.")
     too_long: int = Field(0, description="Skipped: longer than the model's maximum positions.")
     no_trained_tokens: int = Field(0, description="Skipped: no trainable assistant turn.")
+    mistake_turns: int = Field(0, description="Turns marked as deliberate mistakes, kept as context, not trained.")
     train: int = 0
     val: int = 0
     train_tokens: int = 0
@@ -202,6 +206,9 @@ def load_examples(fmt: ChatFormat, data_files: Sequence[str | Path], config: SFT
             if config.only_successful and not trajectory.success:
                 counts.not_successful += 1
                 continue
+            if not config.train_on_mistakes and trajectory.metadata.get(MISTAKES):
+                trajectory = _without_mistakes(trajectory)
+                counts.mistake_turns += len(trajectory.metadata[MISTAKES])
             has_system = bool(trajectory.turns) and trajectory.turns[0].role == "system"
             system = "" if has_system else system_prompts(trajectory.scenario, data_file)
             example = build_example(fmt, trajectory, system)
@@ -227,6 +234,14 @@ def load_examples(fmt: ChatFormat, data_files: Sequence[str | Path], config: SFT
     if not train:
         raise SFTError(f"no training sequences in {', '.join(map(str, data_files))}: {counts.model_dump()}")
     return train, val, counts
+
+
+def _without_mistakes(trajectory: Trajectory) -> Trajectory:
+    """The trajectory with its marked mistakes untrained (they stay in the context of later turns)."""
+    marked = {int(index) for index in trajectory.metadata[MISTAKES]}
+    turns = [turn.model_copy(update={"trainable": False}) if index in marked else turn
+             for index, turn in enumerate(trajectory.turns)]
+    return trajectory.model_copy(update={"turns": turns})
 
 
 def _check_recorded_tokens(fmt: ChatFormat, trajectory: Trajectory, example: Example, vocab_size: int,

@@ -13,7 +13,7 @@ from trajalign.agents.llm_rollout import (
     continue_llm_episodes,
     play_llm_episodes,
 )
-from trajalign.agents.rollout import run_episode
+from trajalign.agents.rollout import MISTAKES, run_episode
 from trajalign.alignment.builders import (
     PairStats,
     ReplayMismatch,
@@ -240,6 +240,24 @@ def test_oracle_resumes_its_plan_after_recorded_mistakes(retail, noisy):
             if terminated or truncated:
                 break
         assert info["status"] == "success", f"state {k}"
+
+
+def test_the_noisy_oracle_marks_its_mistakes_and_its_other_actions_are_the_oracles(oracle, noisy):
+    oracle_actions = {t.task_id: [turn.text for turn in t.turns if turn.role == "assistant"] for t in oracle}
+    kinds = set()
+    for trajectory in noisy:
+        mistakes = {int(index): kind for index, kind in trajectory.metadata.get(MISTAKES, {}).items()}
+        assert all(trajectory.turns[index].role == "assistant" for index in mistakes)
+        kinds |= set(mistakes.values())
+        if trajectory.success:
+            actions = [index for index, turn in enumerate(trajectory.turns) if turn.role == "assistant"]
+            kept = [trajectory.turns[index].text for index in actions if index not in mistakes]
+            expected = oracle_actions[trajectory.task_id]
+            # A harmless mistake in the final answer ("...cancelled.x") can end the episode early.
+            assert kept == expected or (actions[-1] in mistakes and kept == expected[:len(kept)])
+    assert {"wrong_argument", "wrong_tool"} <= kinds <= {"wrong_tool", "wrong_argument", "premature_answer",
+                                                          "repeated_call"}
+    assert any(t.success and t.metadata.get(MISTAKES) for t in noisy)  # recoveries exist, so the check above bites
 
 
 def test_random_agents_branch_too(retail, noisy):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trajalign.agents import OracleAgent, run_rollouts
+from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, system_prompt
+from trajalign.agents.rollout import MISTAKES
 from trajalign.agents.sft import (
     SFTConfig,
     SFTError,
@@ -95,6 +96,28 @@ def test_loss_mask_marks_exactly_the_assistant_segments(fmt, trajectories, syste
         labels = batch["labels"][row]
         assert labels[:length].tolist() == [t if m else -100 for t, m in zip(example.ids, example.mask)]
         assert (labels[length:] == -100).all() and (batch["attention_mask"][row, length:] == 0).all()
+
+
+def test_marked_mistakes_stay_in_the_context_but_are_not_trained(fmt, tmp_path):
+    scenario = load_scenario("retail")
+    path = tmp_path / "noisy.jsonl"
+    rates = NoiseRates(wrong_tool=0.1, wrong_argument=0.3, premature_answer=0.0, repeated_call=0.1)
+    run_rollouts(scenario, lambda: NoisyOracleAgent(scenario, rates, seed=3), "train", 12, 0, path, progress=False)
+    successes = [t for t in read_jsonl(path, Trajectory) if t.success]
+    marked = sum(len(t.metadata.get(MISTAKES, {})) for t in successes)
+    assert marked > 0
+    default, _, counts = _load(fmt, [path], SFTConfig(val_fraction=0))
+    everything, _, counts_all = _load(fmt, [path], SFTConfig(val_fraction=0, train_on_mistakes=True))
+    assert (counts.mistake_turns, counts_all.mistake_turns) == (marked, 0)
+    assert len(default) == len(everything) == len(successes)
+    for trajectory, example, full in zip(successes, default, everything):
+        assert example.ids == full.ids
+        mistakes = {int(index) for index in trajectory.metadata.get(MISTAKES, {})}
+        for trained_example, skipped in ((example, mistakes), (full, set())):
+            kept = [turn.text for index, turn in enumerate(trajectory.turns)
+                    if turn.role == "assistant" and index not in skipped]
+            trained = [token for token, keep in zip(trained_example.ids, trained_example.mask) if keep]
+            assert fmt.tokenizer.decode(trained) == "".join(f"{text}{fmt.stop_text}" for text in kept)
 
 
 def test_recorded_token_ids_are_used_as_is_and_checked(fmt, trajectories, system, tmp_path):
@@ -342,7 +365,7 @@ def test_cli_sft_end_to_end(retail_model, trajectories, tmp_path, capsys):
             writer.write(trajectory.model_copy(update={"scenario": "my_shop"}))
     out = tmp_path / "run"
     command = ["sft", "--model", str(retail_model), "--data", str(data), "--out", str(out), "--max-steps", "2",
-               "--batch-size", "2", "--micro-batch-size", "1", "--lr", "2e-3", "--seed", "1", "--no-progress"]
+               "--batch-size", "2", "--micro-batch-size", "1", "--lr", "2e-3", "--seed", "1", "--train-on-mistakes", "--no-progress"]
 
     assert main(command) == 2
     assert "my_shop" in capsys.readouterr().err
@@ -352,7 +375,7 @@ def test_cli_sft_end_to_end(retail_model, trajectories, tmp_path, capsys):
     assert f"model: {out / 'model'}" in printed and "steps: 2/2" in printed
     saved = json.loads((out / "config.json").read_text())["config"]
     assert (saved["max_steps"], saved["batch_size"], saved["micro_batch_size"], saved["learning_rate"],
-            saved["seed"]) == (2, 2, 1, 2e-3, 1)
+            saved["seed"], saved["train_on_mistakes"]) == (2, 2, 1, 2e-3, 1, True)
     assert AutoModelForCausalLM.from_pretrained(out / "model").num_parameters() > 0
     assert main(command) == 0 and "already complete" in capsys.readouterr().out
     assert main([*command, "--max-steps", "0"]) == 2

@@ -103,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     sft.add_argument("--seed", type=int, help="data order and dropout (default 0)")
     sft.add_argument("--scenario", action="append", default=[], metavar="PATH",
                      help="folder or YAML file of a scenario the data comes from that is not built in; repeat for several")
+    sft.add_argument("--train-on-mistakes", action="store_true",
+                     help="also imitate the turns a noisy oracle marked as its deliberate mistakes")
     sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sft.set_defaults(handler=_sft)
 
@@ -364,7 +366,8 @@ def _sft(args: argparse.Namespace) -> int:
 
     settings = {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
                 "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seed": args.seed,
-                "max_seconds": args.max_minutes * 60 if args.max_minutes is not None else None}
+                "max_seconds": args.max_minutes * 60 if args.max_minutes is not None else None,
+                "train_on_mistakes": args.train_on_mistakes or None}
     try:
         config = SFTConfig(**{key: value for key, value in settings.items() if value is not None})
     except ValidationError as exc:
