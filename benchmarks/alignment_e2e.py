@@ -8,7 +8,7 @@ policy, and evaluates every model greedily on the test split. The table reports 
 seeds of test success and mean reward.
 
     python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
-        [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300]
+        [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300] [--alpha A]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--alpha", type=float, default=0.0, help="weight of the SFT term on the chosen actions")
     parser.add_argument("--eval-episodes", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
@@ -72,7 +73,7 @@ def main() -> int:
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau},
-            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta}} for algo in args.algorithms],
+            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta, "alpha": args.alpha}} for algo in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
             "eval": {"episodes": args.eval_episodes}})
         configs.append(config)
@@ -94,6 +95,7 @@ def main() -> int:
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "sft_model": str(sft_model),
                "runs": [result.model_dump(mode="json") for result in results]}
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
+    name += f"_alpha{args.alpha:g}" if args.alpha else ""  # the default keeps its old name
     print(f"results: {write_results(name, payload, table)}")
     return 0
 

@@ -305,7 +305,9 @@ def token_counts(model_dir: Path, pairs: list[PreferencePair], trl_rows: list[di
 def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, list[PreferencePair], str]:
     """The model, the pairs (trajalign's JSONL and TRL's export) and the settings both workers read."""
     scenario = load_scenario(args.scenario)
-    model_dir = args.model or build_tiny_model([scenario], work / "model", size=args.size)
+    # A plain-text system prompt (hundreds of tokens, as a pretrained model reads it): the long shared
+    # prefix these timings are about, and the setting of the figures in docs/benchmarks.md.
+    model_dir = args.model or build_tiny_model([scenario], work / "model", size=args.size, prompt_tokens=False)
     system = scenario_system_prompt(scenario)
     pairs = build_pairs(scenario, args.pairs, args.branch_from_end, work)
     with JsonlWriter(work / "pairs.jsonl") as writer:
