@@ -207,7 +207,7 @@ def load_examples(fmt: ChatFormat, data_files: Sequence[str | Path], config: SFT
                 counts.not_successful += 1
                 continue
             if not config.train_on_mistakes and trajectory.metadata.get(MISTAKES):
-                trajectory = _without_mistakes(trajectory)
+                trajectory = _without_mistakes(trajectory, data_file)
                 counts.mistake_turns += len(trajectory.metadata[MISTAKES])
             has_system = bool(trajectory.turns) and trajectory.turns[0].role == "system"
             system = "" if has_system else system_prompts(trajectory.scenario, data_file)
@@ -236,9 +236,13 @@ def load_examples(fmt: ChatFormat, data_files: Sequence[str | Path], config: SFT
     return train, val, counts
 
 
-def _without_mistakes(trajectory: Trajectory) -> Trajectory:
+def _without_mistakes(trajectory: Trajectory, data_file: Path) -> Trajectory:
     """The trajectory with its marked mistakes untrained (they stay in the context of later turns)."""
-    marked = {int(index) for index in trajectory.metadata[MISTAKES]}
+    try:
+        marked = {int(index) for index in trajectory.metadata[MISTAKES]}
+    except (TypeError, ValueError):
+        raise SFTError(f"{data_file}: metadata['{MISTAKES}'] of task {trajectory.task_id} must map turn indices to "
+                       f"mistake kinds, got {trajectory.metadata[MISTAKES]!r}") from None
     turns = [turn.model_copy(update={"trainable": False}) if index in marked else turn
              for index, turn in enumerate(trajectory.turns)]
     return trajectory.model_copy(update={"turns": turns})

@@ -119,6 +119,12 @@ def test_marked_mistakes_stay_in_the_context_but_are_not_trained(fmt, tmp_path):
             trained = [token for token, keep in zip(trained_example.ids, trained_example.mask) if keep]
             assert fmt.tokenizer.decode(trained) == "".join(f"{text}{fmt.stop_text}" for text in kept)
 
+    broken = tmp_path / "broken.jsonl"
+    with JsonlWriter(broken) as writer:
+        writer.write(successes[0].model_copy(update={"metadata": {MISTAKES: ["the third turn"]}}))
+    with pytest.raises(SFTError, match=r"broken\.jsonl: metadata\['mistakes'\] of task .* must map turn indices"):
+        _load(fmt, [broken], SFTConfig(val_fraction=0))
+
 
 def test_recorded_token_ids_are_used_as_is_and_checked(fmt, trajectories, system, tmp_path):
     """An LLM's trajectory: a system turn, token ids in every turn; untrainable actions carry no loss."""
