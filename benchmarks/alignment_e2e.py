@@ -73,7 +73,8 @@ def main() -> int:
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau},
-            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta, "alpha": args.alpha}} for algo in args.algorithms],
+            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta, "alpha": args.alpha}}
+                                     for algo in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
             "eval": {"episodes": args.eval_episodes}})
         configs.append(config)
