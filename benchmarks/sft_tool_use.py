@@ -4,9 +4,11 @@ Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or n
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
     python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
+        [--weight-decay 0.01]
 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
-`_<minutes>min` appended when the budget is not the default 9 minutes.
+`_<minutes>min` appended when the budget is not the default 9 minutes and `_wd<decay>` when the
+weight decay is not SFTConfig's default.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--epochs", type=int, default=7, help="sized so the learning-rate schedule ends within the budget")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--weight-decay", type=float, default=SFTConfig().weight_decay)
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
     parser.add_argument("--eval-episodes", type=int, default=1000, help="test tasks to evaluate (capped at the split)")
     parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
@@ -77,6 +80,7 @@ def main() -> int:
     timings["rollouts_s"] = time.perf_counter() - started
 
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
+                       weight_decay=args.weight_decay,
                        max_seconds=args.minutes * 60, eval_every=100, save_every=200)
     sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path}, progress=True)
     timings["sft_s"] = sft.seconds
@@ -99,8 +103,11 @@ def main() -> int:
     layers = read_model_info(model_dir)["layers"]
     payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
                "eval": result.model_dump(mode="json")}
-    budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"  # the default budget keeps its old names
-    name = f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}{budget}"
+    # Settings at their defaults keep the names of earlier result files.
+    budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"
+    decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
+    name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
+            f"{budget}{decay}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 
