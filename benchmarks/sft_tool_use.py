@@ -51,7 +51,8 @@ def main() -> int:
     parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--minutes", type=float, default=9.0, help="SFT wall-clock budget")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--epochs", type=int, default=7, help="sized so the learning-rate schedule ends within the budget")
+    parser.add_argument("--epochs", type=int, default=7,
+                        help="sized so the learning-rate schedule ends within the budget")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--weight-decay", type=float, default=SFTConfig().weight_decay)
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
@@ -82,7 +83,8 @@ def main() -> int:
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
                        weight_decay=args.weight_decay,
                        max_seconds=args.minutes * 60, eval_every=100, save_every=200)
-    sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path}, progress=True)
+    sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path},
+                    progress=True)
     timings["sft_s"] = sft.seconds
 
     started = time.perf_counter()
@@ -101,8 +103,8 @@ def main() -> int:
                             "test success", "mean reward", "statuses"], [row])
     print(table)
     layers = read_model_info(model_dir)["layers"]
-    payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()}, "timings": timings, "sft": sft.model_dump(mode="json"),
-               "eval": result.model_dump(mode="json")}
+    payload = {"model": read_model_info(model_dir), "args": {k: str(v) for k, v in vars(args).items()},
+               "timings": timings, "sft": sft.model_dump(mode="json"), "eval": result.model_dump(mode="json")}
     # Settings at their defaults keep the names of earlier result files.
     budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"
     decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
