@@ -9,6 +9,7 @@ seeds of test success and mean reward.
 
     python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
         [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300] [--alpha A]
+        [--no-expert]
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def main() -> int:
     parser.add_argument("--scenario", default="filesystem")
     parser.add_argument("--task-count", type=int, default=3000, help="regenerate the scenario with this many tasks")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--algorithms", nargs="+", default=["dpo", "dmpo", "stepwise"])
+    parser.add_argument("--algorithms", nargs="+", default=["dpo", "dmpo", "stepwise"],
+                        help="algorithm names, or ALGO:PAIRS to choose its pairs (stepwise:both also trains on "
+                        "whole-trajectory outcome pairs, the branch state k = 0)")
     parser.add_argument("--sft-model", type=Path, help="start from this SFT model instead of training one")
     parser.add_argument("--sft-minutes", type=float, default=9.0)
     parser.add_argument("--rollout-tasks", type=int, default=600, help="train tasks the SFT policy is sampled on")
@@ -45,9 +48,11 @@ def main() -> int:
     parser.add_argument("--states-per-trajectory", type=int, default=3)
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-4, help="as in `trajalign run`'s defaults")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--alpha", type=float, default=0.0, help="weight of the SFT term on the chosen actions")
+    parser.add_argument("--no-expert", action="store_true",
+                        help="outcome pairs take only the policy's own successes as chosen, never the oracle")
     parser.add_argument("--eval-episodes", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
@@ -59,8 +64,9 @@ def main() -> int:
     if sft_model is None:  # SFT once; every seed starts from it
         sft_run = RunConfig.model_validate({
             "out": args.out / "sft", "scenario": scenario_path, "train": {"algorithms": []},
-            "sft": {"data": "noisy", "config": {"learning_rate": 5e-3, "epochs": 8, "max_seconds": args.sft_minutes * 60,
-                                                "eval_every": 100, "save_every": 200}},
+            "sft": {"data": "noisy", "config": {"learning_rate": 5e-3, "epochs": 8,
+                                                "max_seconds": args.sft_minutes * 60, "eval_every": 100,
+                                                "save_every": 200}},
             "eval": {"episodes": args.eval_episodes}})
         run_pipeline(sft_run)
         sft_model = args.out / "sft" / "sft" / "model"
@@ -72,9 +78,9 @@ def main() -> int:
             "model": {"path": sft_model}, "sft": {"enabled": False},
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
-                      "states_per_trajectory": args.states_per_trajectory, "tau": args.tau},
-            "train": {"algorithms": [{"algo": algo, "loss": {"beta": args.beta, "alpha": args.alpha}}
-                                     for algo in args.algorithms],
+                      "states_per_trajectory": args.states_per_trajectory, "tau": args.tau,
+                      "expert": not args.no_expert},
+            "train": {"algorithms": [algorithm_settings(name, args.beta, args.alpha) for name in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
             "eval": {"episodes": args.eval_episodes}})
         configs.append(config)
@@ -97,8 +103,16 @@ def main() -> int:
                "runs": [result.model_dump(mode="json") for result in results]}
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
     name += f"_alpha{args.alpha:g}" if args.alpha else ""  # the default keeps its old name
+    name += "_onpolicy" if args.no_expert else ""
+    name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
     print(f"results: {write_results(name, payload, table)}")
     return 0
+
+
+def algorithm_settings(name: str, beta: float, alpha: float) -> dict:
+    """`dpo` or `stepwise:both` as the pipeline's algorithm settings."""
+    algo, _, pairs = name.partition(":")
+    return {"algo": algo, "loss": {"beta": beta, "alpha": alpha}, **({"pairs": pairs} if pairs else {})}
 
 
 def run_seeds(configs: list[RunConfig], jobs: int) -> list[PipelineResult]:

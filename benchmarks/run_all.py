@@ -7,9 +7,9 @@ Each benchmark runs as its own process (`python benchmarks/<script> <args of the
 the other, with its output streamed; a failing benchmark does not stop the others, and the exit
 status is 1 if any failed. Results go to `benchmarks/results/` (full size), `benchmarks/results/quick/`
 (--quick, so reduced sizes never replace full-size results) or a temporary folder (--smoke), unless
---results-dir says otherwise; every script reads the folder from `TRAJALIGN_RESULTS_DIR`. Work folders (models, runs) go under
-`runs/bench-all-<mode>/`. The run ends with `run_all_<mode>.json/.md`: each benchmark's command,
-exit status and wall time.
+--results-dir says otherwise; every script reads the folder from `TRAJALIGN_RESULTS_DIR`. Work
+folders (models, runs) go under `runs/bench-all-<mode>/`. The run ends with `run_all_<mode>.json/.md`:
+each benchmark's command, exit status and wall time.
 
 Sizes: --quick regenerates every table at reduced size in under 30 minutes on 2 CPU cores; full
 size takes hours (docs/benchmarks.md lists each script's run time). --smoke exists so the scripts
@@ -80,7 +80,8 @@ BENCHMARKS = [
                      "--branch-trajectories", "60", "--epochs", "1", "--eval-episodes", "30"),
               smoke=("--task-count", "0", "--seeds", "0", "--sft-minutes", "0.1", "--rollout-tasks", "4",
                      "--samples-per-task", "1", "--branch-trajectories", "4", "--branch-samples", "2",
-                     "--epochs", "1", "--eval-episodes", "2"),
+                     "--epochs", "1", "--eval-episodes", "2", "--algorithms", "dpo", "dmpo", "stepwise",
+                     "stepwise:both"),
               heavy=True, work_flag="--out"),
     Benchmark("alignment_table", "alignment_table.py", full=(), quick=("--quick",), smoke=("--smoke",),
               heavy=True, work_flag="--out"),
