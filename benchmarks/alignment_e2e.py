@@ -101,10 +101,12 @@ def main() -> int:
     print(table)
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "sft_model": str(sft_model),
                "runs": [result.model_dump(mode="json") for result in results]}
+    # Settings at their defaults keep the names of earlier result files.
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
-    name += f"_alpha{args.alpha:g}" if args.alpha else ""  # the default keeps its old name
+    name += f"_alpha{args.alpha:g}" if args.alpha else ""
     name += "_onpolicy" if args.no_expert else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
+    name += f"_{args.epochs}ep" if args.epochs != 2 else ""
     print(f"results: {write_results(name, payload, table)}")
     return 0
 

@@ -68,7 +68,7 @@ BENCHMARKS = [
     Benchmark("length_bias", "length_bias.py", full=(), quick=("--quick",), smoke=("--smoke",),
               work_flag="--work-dir"),
     Benchmark("sft_tool_use", "sft_tool_use.py",
-              full=("--scenario", "filesystem", "--task-count", "3000", "--epochs", "8", "--lr", "5e-3",
+              full=("--scenario", "filesystem", "--task-count", "3000", "--epochs", "12", "--lr", "5e-3",
                     "--data", "noisy", "--eval-episodes", "150"),
               quick=("--scenario", "filesystem", "--epochs", "8", "--lr", "5e-3", "--data", "noisy",
                      "--minutes", "2", "--eval-episodes", "40"),

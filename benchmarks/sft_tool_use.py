@@ -4,11 +4,11 @@ Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or n
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
     python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
-        [--weight-decay 0.01]
+        [--weight-decay 0.01] [--seed 0]
 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
 `_<minutes>min` appended when the budget is not the default 9 minutes and `_wd<decay>` when the
-weight decay is not SFTConfig's default.
+weight decay is not SFTConfig's default, `_seed<N>` for a seed other than 0.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> int:
                         help="sized so the learning-rate schedule ends within the budget")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--weight-decay", type=float, default=SFTConfig().weight_decay)
+    parser.add_argument("--seed", type=int, default=0, help="the model's initial weights and the SFT data order")
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
     parser.add_argument("--eval-episodes", type=int, default=1000, help="test tasks to evaluate (capped at the split)")
     parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
@@ -69,7 +70,7 @@ def main() -> int:
     timings = {}
 
     started = time.perf_counter()
-    model_dir = build_tiny_model([scenario], out / "init", size=args.size)
+    model_dir = build_tiny_model([scenario], out / "init", size=args.size, seed=args.seed)
     timings["model_init_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -81,7 +82,7 @@ def main() -> int:
     timings["rollouts_s"] = time.perf_counter() - started
 
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
-                       weight_decay=args.weight_decay,
+                       weight_decay=args.weight_decay, seed=args.seed,
                        max_seconds=args.minutes * 60, eval_every=100, save_every=200)
     sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path},
                     progress=True)
@@ -108,8 +109,9 @@ def main() -> int:
     # Settings at their defaults keep the names of earlier result files.
     budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"
     decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
+    seed = f"_seed{args.seed}" if args.seed else ""
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
-            f"{budget}{decay}")
+            f"{budget}{decay}{seed}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 
