@@ -7,8 +7,9 @@ rollouts of every train task, SFT within a wall-clock budget, greedy evaluation 
         [--weight-decay 0.01] [--seed 0]
 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
-`_<minutes>min` appended when the budget is not the default 9 minutes and `_wd<decay>` when the
-weight decay is not SFTConfig's default, `_seed<N>` for a seed other than 0.
+`_<minutes>min` appended when the budget is not the default 9 minutes, `_wd<decay>` when the weight
+decay is not SFTConfig's default, `_batch<N>` for batches other than 8 and `_seed<N>` for a seed
+other than 0.
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def main() -> int:
     # Settings at their defaults keep the names of earlier result files.
     budget = "" if args.minutes == 9.0 else f"_{args.minutes:g}min"
     decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
+    batch = "" if args.batch_size == 8 else f"_batch{args.batch_size}"
     seed = f"_seed{args.seed}" if args.seed else ""
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
-            f"{budget}{decay}{seed}")
+            f"{budget}{decay}{batch}{seed}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 
