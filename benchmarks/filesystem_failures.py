@@ -7,7 +7,8 @@ evaluation wrote (`trajalign eval ... --out FILE`, or a benchmark's `eval.jsonl`
     python benchmarks/filesystem_failures.py --eval runs/bench-sft/filesystem-tiny-noisy/eval.jsonl \
         --scenario runs/bench-sft/scenarios/filesystem-3000
 
-Prints a markdown table; nothing is written.
+Prints a markdown table; nothing is written. "train topics" counts the topics the train split asks
+about in that kind (for `all`, the train groups with topics of that length).
 """
 
 from __future__ import annotations
@@ -19,25 +20,34 @@ from pathlib import Path
 
 from _common import markdown_table
 
-from trajalign.envs import Trajectory, load_scenario
+from trajalign.envs import Scenario, Trajectory, load_scenario
 from trajalign.envs.jsonl import read_jsonl
 
 
-def breakdown(trajectories: list[Trajectory], groups: dict[str, str]) -> list[list[str]]:
-    """Rows of kind, topic words, successes / episodes and success rate, plus a total per topic length."""
-    wins, counts = Counter(), Counter()
+def breakdown(trajectories: list[Trajectory], scenario: Scenario) -> list[list[str]]:
+    """Rows of kind, topic words, the train split's topics of that kind and length, successes / episodes
+    and success rate, plus a total per topic length."""
+    groups = {task.id: task.group for task in scenario.tasks}
+    train_topics, wins, counts = Counter(), Counter(), Counter()
+    for group in {task.group for task in scenario.tasks_in("train")}:
+        kind, topic = group.split(":", 1)
+        for key in ((kind, _words(topic)), ("all", _words(topic))):
+            train_topics[key] += 1
     for trajectory in trajectories:
         group = groups.get(trajectory.task_id)
         if group is None or ":" not in group:
             raise SystemExit(f"task {trajectory.task_id!r} has no kind:topic group in this scenario; "
                              "is --scenario the one the evaluation ran on?")
         kind, topic = group.split(":", 1)
-        words = "two" if "_" in topic else "one"
-        for key in ((kind, words), ("all", words)):
+        for key in ((kind, _words(topic)), ("all", _words(topic))):
             counts[key] += 1
             wins[key] += trajectory.status == "success"
-    return [[*key, f"{wins[key]} / {counts[key]}", f"{wins[key] / counts[key]:.1%}"]
+    return [[*key, str(train_topics[key]), f"{wins[key]} / {counts[key]}", f"{wins[key] / counts[key]:.1%}"]
             for key in sorted(counts, key=lambda key: (key[0] == "all", key))]
+
+
+def _words(topic: str) -> str:
+    return "two" if "_" in topic else "one"
 
 
 def main() -> int:
@@ -46,11 +56,11 @@ def main() -> int:
     parser.add_argument("--scenario", default="filesystem", help="the scenario (folder) the evaluation ran on")
     args = parser.parse_args()
     scenario = load_scenario(args.scenario)
-    groups = {task.id: task.group for task in scenario.tasks}
     trajectories = read_jsonl(args.eval, Trajectory)
     if not trajectories:
         raise SystemExit(f"{args.eval} holds no trajectories")
-    print(markdown_table(["kind", "topic words", "successes / episodes", "success"], breakdown(trajectories, groups)))
+    print(markdown_table(["kind", "topic words", "train topics", "successes / episodes", "success"],
+                         breakdown(trajectories, scenario)))
     return 0
 
 

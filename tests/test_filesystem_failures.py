@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from trajalign.agents import OracleAgent, run_rollouts
@@ -34,10 +35,21 @@ def test_counts_by_kind_and_topic_words(tmp_path):
 
     result = run_script("--eval", str(data), "--scenario", "filesystem")
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.strip("|").split("|") for line in result.stdout.splitlines()[2:]]
-    table = {(kind.strip(), words.strip()): counts.strip() for kind, words, counts, _ in rows}
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()[2:]]
+    table = {(kind, words): counts for kind, words, _, counts, _ in rows}
     assert table == {key: f"{wins} / {total}" for key, (wins, total) in expected.items()}
     assert sum(total for (kind, _), (_, total) in expected.items() if kind == "all") == 20
+    assert sum(wins for (kind, _), (wins, _) in expected.items() if kind == "all") == 19
+
+    # Train topics: the (kind, topic) groups of the train split, by kind and topic length.
+    train = Counter()
+    for group in {task.group for task in scenario.tasks_in("train")}:
+        kind, topic = group.split(":")
+        train[kind, "two" if "_" in topic else "one"] += 1
+    for kind, words, topics, _, _ in rows:
+        expected_topics = sum(n for (k, w), n in train.items() if w == words) if kind == "all" else train[kind, words]
+        assert int(topics) == expected_topics, (kind, words)
+    assert sum(int(topics) for kind, _, topics, _, _ in rows if kind == "all") == sum(train.values())
 
 
 def test_an_eval_of_another_scenario_is_refused(tmp_path):
