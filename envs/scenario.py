@@ -11,13 +11,14 @@ import functools
 import hashlib
 import importlib.util
 import pickle
+import re
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trajalign.envs.actions import ActionError, ToolCall
 from trajalign.envs.tools import Tool, ToolDefinitionError, tool_from_function
@@ -28,6 +29,7 @@ SCENARIO_FILE = "scenario.yaml"
 ASK_USER = "ask_user"
 FINAL_ANSWER = "final_answer"
 RESERVED_NAMES = (ASK_USER, FINAL_ANSWER)
+_SNAKE_CASE = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
 
 Split = Literal["train", "test"]
 
@@ -73,6 +75,36 @@ class TaskGenerator(BaseModel):
     seed: int = 0
 
 
+class NameSwaps(BaseModel):
+    """Names in a scenario's tasks, and fresh names to put in their place in copies of SFT data.
+
+    A small model trained on a few hundred tasks recalls the names it was shown instead of copying
+    the one in front of it; copies with swapped names make recall useless (`trajalign augment`,
+    docs/agents.md). Names are snake_case; each also matches as the user writes it ('yoga class',
+    'Yoga class').
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    names: list[str] = Field(min_length=1, description="Names as tool outputs write them, e.g. 'yoga_class'.")
+    replacements: list[str] = Field(min_length=1, description="Fresh names, none of them in `names`; each name "
+                                    "is swapped for one with as many words.")
+
+    @field_validator("names", "replacements")
+    @classmethod
+    def _snake_case(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SNAKE_CASE.fullmatch(value):
+                raise ValueError(f"{value!r} is not a snake_case name (lowercase words joined by '_')")
+        return values
+
+    @model_validator(mode="after")
+    def _fresh(self) -> "NameSwaps":
+        reused = sorted(set(self.names) & set(self.replacements))
+        if reused:
+            raise ValueError(f"replacements must be fresh names, but {reused} are also in names")
+        return self
+
+
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_turns: int = Field(20, gt=0, description="Agent actions before the episode is truncated.")
@@ -101,6 +133,8 @@ class ScenarioFile(BaseModel):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     limits: Limits = Field(default_factory=Limits)
     user_simulator: UserSimulatorSettings = Field(default_factory=UserSimulatorSettings)
+    name_swaps: str | None = Field(None, description="'file.py:NAME', a mapping with 'names' and 'replacements' "
+                                   "(NameSwaps) for `trajalign augment`.")
 
 
 class Scenario(BaseModel):
@@ -116,6 +150,7 @@ class Scenario(BaseModel):
     tasks: list[Task]
     limits: Limits
     user_simulator: UserSimulatorSettings
+    name_swaps: NameSwaps | None = None
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
     _gold_states: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 
@@ -240,6 +275,7 @@ def _load(path: Path) -> Scenario:
         tasks=_assign_splits(tasks, spec.test_fraction),
         limits=spec.limits,
         user_simulator=spec.user_simulator,
+        name_swaps=_load_name_swaps(spec, path),
     )
     for task in scenario.tasks:
         scenario._gold_states[task.id] = _run_oracle(scenario, task, path)
@@ -289,6 +325,22 @@ def _generate_tasks(spec: ScenarioFile, path: Path) -> list[Any]:
         return list(generate(count=generator.count, seed=generator.seed))
     except Exception as exc:
         raise ScenarioError(f"{where}: the generator raised {_describe_exception(exc)}") from None
+
+
+def _load_name_swaps(spec: ScenarioFile, path: Path) -> NameSwaps | None:
+    if spec.name_swaps is None:
+        return None
+    where = f"{path}: field 'name_swaps'"
+    file_name, _, attribute = spec.name_swaps.partition(":")
+    if not attribute:
+        raise ScenarioError(f"{where}: expected 'file.py:NAME', got {spec.name_swaps!r}.")
+    module = _import_module(path.parent / file_name, spec.name, path, "name_swaps")
+    if not hasattr(module, attribute):
+        raise ScenarioError(f"{where}: {file_name} has no '{attribute}'.")
+    try:
+        return NameSwaps.model_validate(getattr(module, attribute))
+    except ValidationError as exc:
+        raise ScenarioError(_describe_errors(exc, where)) from None
 
 
 def _assign_splits(tasks: Iterable[Task], test_fraction: float) -> list[Task]:

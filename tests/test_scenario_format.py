@@ -72,15 +72,26 @@ def _edit(path: Path, old: str, new: str) -> None:
         ("tasks.py", '"required_outputs": [target_id]', '"required_outputs": ["never said"]', r"task 'todo-0': the oracle's answer lacks required outputs \['never said'\]"),
         ("tasks.py", '"goal": "I finished', '"gaol": "I finished', r"generated task 0: field 'goal': Field required"),
         ("tasks.py", "rng = random.Random(seed)", "rng = random.Random(seed); 1 / 0", r"field 'tasks\.generator': the generator raised ZeroDivisionError"),
+        ("scenario.yaml", "test_fraction: 0.25", "test_fraction: 0.25\nname_swaps: SWAPS", r"field 'name_swaps': expected 'file\.py:NAME', got 'SWAPS'"),
+        ("scenario.yaml", "test_fraction: 0.25", "test_fraction: 0.25\nname_swaps: tasks.py:SWAPS", r"field 'name_swaps': tasks\.py has no 'SWAPS'"),
     ],
     ids=["missing-field", "wrong-type", "unknown-field", "missing-tool", "bad-generator-ref", "bad-count",
-         "syntax-error", "unimportable", "tool-raises", "untyped-tool", "oracle-fails", "oracle-answer", "bad-task", "generator-raises"],
+         "syntax-error", "unimportable", "tool-raises", "untyped-tool", "oracle-fails", "oracle-answer", "bad-task", "generator-raises",
+         "bad-name-swaps-ref", "missing-name-swaps"],
 )
 def test_broken_variants_name_what_is_wrong(todo_dir, file, old, new, expected):
     _edit(todo_dir / file, old, new)
     with pytest.raises(ScenarioError, match=expected) as error:
         load_scenario(todo_dir)
     assert str(todo_dir / "scenario.yaml") in str(error.value)
+
+
+def test_name_swaps_that_are_not_fresh_are_rejected_with_the_field(todo_dir):
+    _edit(todo_dir / "scenario.yaml", "test_fraction: 0.25", "test_fraction: 0.25\nname_swaps: tasks.py:SWAPS")
+    (todo_dir / "tasks.py").write_text((todo_dir / "tasks.py").read_text()
+                                       + "\nSWAPS = {'names': ['groceries'], 'replacements': ['groceries']}\n")
+    with pytest.raises(ScenarioError, match=r"field 'name_swaps'.*must be fresh names, but \['groceries'\]"):
+        load_scenario(todo_dir)
 
 
 def test_cli_reports_a_broken_scenario_without_a_traceback(todo_dir):

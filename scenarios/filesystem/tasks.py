@@ -17,6 +17,19 @@ TOPICS = [
     "bakery", "choir", "hackathon", "photo_album", "yoga_class", "chess_club", "birthday", "volunteering",
     "language_course",
 ]
+# Fresh topics for copies of SFT data (`name_swaps` in scenario.yaml): the train split holds only a few
+# two-word topics per task kind, which a small model memorizes instead of learning to copy.
+_FRESH_WORDS = ["pottery", "surfing", "astronomy", "robotics", "knitting", "sailing", "painting", "jazz", "poetry",
+                "archery", "fishing", "climbing", "rowing", "tennis", "origami", "beekeeping", "cycling", "skiing",
+                "drawing", "juggling", "karate", "baking", "brewing", "dancing", "hiking", "fencing", "golf",
+                "opera", "quilting", "scouting", "chemistry", "biology", "history", "museum", "orchestra",
+                "carpentry", "welding", "pilates", "salsa", "sculpture"]
+_FRESH_FIRST = ["kite", "film", "drone", "art", "math", "board", "game", "music", "trail", "river", "city", "school",
+                "garage", "winter", "summer", "team", "family", "lake", "spring", "night"]
+_FRESH_SECOND = ["festival", "race", "fair", "league", "camp", "show", "party", "trip", "tour", "retreat", "workshop",
+                 "picnic", "sale", "cleanup", "meetup", "contest", "project", "course", "club", "dinner"]
+NAME_SWAPS = {"names": TOPICS,
+              "replacements": _FRESH_WORDS + [f"{a}_{b}" for a in _FRESH_FIRST for b in _FRESH_SECOND]}
 FIRST = ["ana", "ben", "chen", "dara", "eli", "fay", "gus", "hana", "ivan", "jin", "kai", "lena", "mo", "nora",
          "omar", "pia", "raj", "sara", "tom", "uma", "vic", "wen", "yara", "zoe"]
 LAST = ["lee", "kim", "garcia", "smith", "novak", "ito", "silva", "khan", "brown", "rossi", "muller", "dubois"]
