@@ -108,6 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     sft.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sft.set_defaults(handler=_sft)
 
+    augment = commands.add_parser("augment", help="copy SFT data with the scenario's task names swapped for fresh ones")
+    augment.add_argument("--data", required=True, type=Path, help="trajectory JSONL file to copy")
+    augment.add_argument("--scenario", required=True,
+                         help="built-in scenario name, or folder or YAML file; its name_swaps lists the names")
+    augment.add_argument("--copies", type=int, default=3, help="swapped copies per trajectory (default 3)")
+    augment.add_argument("--seed", type=int, default=0, help="which replacements each copy gets (default 0)")
+    augment.add_argument("--out", required=True, type=Path,
+                         help="new JSONL file: each trajectory as recorded, then its copies")
+    augment.set_defaults(handler=_augment)
+
     train = commands.add_parser("train", help="train a model on preference pairs (dpo, dmpo, stepwise, ipo, simpo)")
     train.add_argument("--model", required=True, type=Path, help="model directory to start from; also the reference")
     train.add_argument("--pairs", action="append", required=True, type=Path,
@@ -389,6 +399,25 @@ def _sft(args: argparse.Namespace) -> int:
         print(f"train loss: {result.final_train_loss:.4f}")
     if result.final_val_loss is not None:
         print(f"val loss: {result.final_val_loss:.4f} (token accuracy {result.final_val_token_accuracy:.3f})")
+    return 0
+
+
+def _augment(args: argparse.Namespace) -> int:
+    from trajalign.agents.augment import AugmentError, augment_file
+
+    scenario = load_scenario(args.scenario)
+    if scenario.name_swaps is None:
+        print(f"error: scenario {scenario.name} has no name_swaps in its scenario.yaml, so there is nothing to swap "
+              "(docs/scenarios.md)", file=sys.stderr)
+        return 2
+    try:
+        counts = augment_file(args.data, args.out, scenario.name_swaps, args.copies, args.seed)
+    except AugmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {counts.written} trajectories to {args.out}: {counts.records} as recorded and {counts.swapped} "
+          f"copies with swapped names ({counts.without_names} mention no name and were not copied, "
+          f"{counts.bad_lines} bad lines skipped)")
     return 0
 
 

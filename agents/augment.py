@@ -1,0 +1,153 @@
+"""Name-swap augmentation of SFT data: copies of trajectories with the task's names replaced.
+
+A small model trained on a few hundred tasks learns which names come with which requests and
+recalls them, instead of copying the name the user wrote or the path the tool returned. Copies in
+which every name is consistently replaced by a fresh one keep each trajectory correct (the names
+only ever come from the task) but make recall useless. The scenario lists its names and fresh
+replacements (`name_swaps` in scenario.yaml, `NameSwaps`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from trajalign.envs.jsonl import JsonlReader, JsonlWriter
+from trajalign.envs.scenario import NameSwaps
+from trajalign.envs.trajectory import Trajectory, Turn
+
+# Where copies record what was swapped, {name: replacement}.
+NAME_SWAP = "name_swap"
+
+
+class AugmentError(ValueError):
+    """The data or the swaps cannot produce the requested copies."""
+
+
+class AugmentCounts(BaseModel):
+    records: int = 0
+    written: int = 0
+    swapped: int = 0  # copies written with at least one name replaced
+    without_names: int = 0  # records that mention none of the names; written once, not copied
+    bad_lines: int = 0
+
+
+def name_forms(name: str) -> tuple[str, str, str]:
+    """How a snake_case name appears in text: in paths ('yoga_class'), as the user writes it
+    ('yoga class'), and at the start of a sentence or heading ('Yoga class')."""
+    spaced = name.replace("_", " ")
+    return name, spaced, spaced.capitalize()
+
+
+class NameSwapper:
+    """Replaces the names of a scenario in trajectories, consistently across all their turns."""
+
+    def __init__(self, swaps: NameSwaps):
+        self.swaps = swaps
+        self._name_of_form = {form: name for name in swaps.names for form in name_forms(name)}
+        alternation = "|".join(map(re.escape, sorted(self._name_of_form, key=len, reverse=True)))
+        # Not inside a longer word: 'garden' matches in 'garden_notes_v2.txt' and '/garden/', but not
+        # in 'gardening'. Only letters bound a word, because '_', digits and '/' separate path parts.
+        self._pattern = re.compile(rf"(?<![A-Za-z])({alternation})(?![a-z])")
+        self._pool: dict[int, list[str]] = {}
+        for replacement in swaps.replacements:
+            self._pool.setdefault(_word_count(replacement), []).append(replacement)
+
+    def names_in(self, trajectory: Trajectory) -> list[str]:
+        """The names the trajectory mentions, in order of first mention."""
+        found: dict[str, None] = {}
+        for turn in filter(_swappable, trajectory.turns):
+            for match in self._pattern.finditer(turn.text):
+                found.setdefault(self._name_of_form[match.group(1)])
+        return list(found)
+
+    def pick(self, names: list[str], rng: random.Random) -> dict[str, str]:
+        """A distinct fresh replacement for each name, with as many words, so the copy reads the same."""
+        mapping: dict[str, str] = {}
+        for words in sorted({_word_count(name) for name in names}):
+            wanted = [name for name in names if _word_count(name) == words]
+            pool = self._pool.get(words, [])
+            if len(pool) < len(wanted):
+                raise AugmentError(
+                    f"the trajectory mentions {len(wanted)} {words}-word names ({', '.join(wanted)}) but name_swaps "
+                    f"has {len(pool)} {words}-word replacements; add more to the scenario's replacements")
+            mapping.update(zip(wanted, rng.sample(pool, len(wanted))))
+        return mapping
+
+    def swap(self, trajectory: Trajectory, mapping: dict[str, str]) -> Trajectory:
+        """A copy with each name replaced in all its forms.
+
+        Recorded token ids and log-probs belonged to the original text, so the copy drops them; the
+        turns keep their roles and trainable flags, so mistake markers (by turn index) still apply.
+        """
+        by_form = {form: new_form for name, replacement in mapping.items()
+                   for form, new_form in zip(name_forms(name), name_forms(replacement))}
+
+        def replace(match: re.Match[str]) -> str:
+            return by_form.get(match.group(1), match.group(1))
+
+        turns = [turn.model_copy(update={"text": self._pattern.sub(replace, turn.text), "token_ids": None,
+                                         "logprobs": None}) if _swappable(turn) else turn
+                 for turn in trajectory.turns]
+        metadata = {**trajectory.metadata, NAME_SWAP: dict(mapping)}
+        return trajectory.model_copy(update={"turns": turns, "metadata": metadata})
+
+
+def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int, seed: int = 0) -> AugmentCounts:
+    """Write every trajectory of `src` to `dst` as recorded, followed by `copies` name-swapped copies.
+
+    Records that mention none of the names are written once. `dst` appears only when complete (it
+    is written to a '.partial' file first), so an interrupted run never leaves half a dataset that
+    looks whole. The same seed gives the same file.
+    """
+    src, dst = Path(src), Path(dst)
+    if copies < 1:
+        raise AugmentError(f"copies must be at least 1, got {copies}")
+    if not src.is_file():
+        raise AugmentError(f"no trajectory file {src}")
+    if dst.resolve() == src.resolve():
+        raise AugmentError(f"the output {dst} is the input; write the augmented data to a new file")
+    swapper = NameSwapper(swaps)
+    rng = random.Random(seed)
+    counts = AugmentCounts()
+    partial = dst.with_name(dst.name + ".partial")
+    partial.unlink(missing_ok=True)
+    reader = JsonlReader(src, Trajectory)
+    with JsonlWriter(partial) as writer:
+        for trajectory in reader:
+            counts.records += 1
+            writer.write(trajectory)
+            names = swapper.names_in(trajectory)
+            if not names:
+                counts.without_names += 1
+                continue
+            for _ in range(copies):
+                try:
+                    mapping = swapper.pick(names, rng)
+                except AugmentError as exc:
+                    raise AugmentError(f"{src}: task {trajectory.task_id}: {exc}") from None
+                writer.write(swapper.swap(trajectory, mapping))
+                counts.swapped += 1
+        counts.written = writer.written
+    counts.bad_lines = len(reader.bad_lines)
+    if counts.records == 0:
+        partial.unlink()
+        raise AugmentError(f"{src} holds no valid trajectories ({counts.bad_lines} bad lines)")
+    os.replace(partial, dst)
+    return counts
+
+
+def _swappable(turn: Turn) -> bool:
+    # The system prompt describes the tools, not the task; its words are never the task's names.
+    return turn.role != "system"
+
+
+def _word_count(name: str) -> int:
+    return name.count("_") + 1
+
+
+__all__ = ["AugmentCounts", "AugmentError", "NAME_SWAP", "NameSwapper", "augment_file", "name_forms"]
