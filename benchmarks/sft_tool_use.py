@@ -4,12 +4,12 @@ Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or n
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
     python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
-        [--weight-decay 0.01] [--seed 0]
+        [--weight-decay 0.01] [--seed 0] [--swap-copies N]
 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
 `_<minutes>min` appended when the budget is not the default 9 minutes, `_wd<decay>` when the weight
 decay is not SFTConfig's default, `_batch<N>` for batches other than 8 and `_seed<N>` for a seed
-other than 0.
+other than 0, and `_swap<N>` when the train data gets N name-swapped copies (`trajalign augment`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 from _common import markdown_table, write_results
 
 from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
+from trajalign.agents.augment import augment_file
 from trajalign.agents.evaluate import eval_plan, summarize_eval
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
@@ -60,6 +61,8 @@ def main() -> int:
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
     parser.add_argument("--eval-episodes", type=int, default=1000, help="test tasks to evaluate (capped at the split)")
     parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
+    parser.add_argument("--swap-copies", type=int, default=0,
+                        help="add N copies of each train trajectory with the scenario's names swapped (name_swaps)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     args = parser.parse_args()
 
@@ -81,10 +84,19 @@ def main() -> int:
         lambda: NoisyOracleAgent(scenario, NoiseRates(), seed=0))
     run_rollouts(scenario, make_agent, "train", train_tasks, seed=0, out=data, progress=False)
     timings["rollouts_s"] = time.perf_counter() - started
+    if args.swap_copies:
+        if scenario.name_swaps is None:
+            raise SystemExit(f"--swap-copies needs name_swaps in {scenario.name}'s scenario.yaml")
+        started = time.perf_counter()
+        augmented = out / f"train_swap{args.swap_copies}.jsonl"
+        augment_file(data, augmented, scenario.name_swaps, args.swap_copies, seed=args.seed)
+        data = augmented
+        timings["augment_s"] = time.perf_counter() - started
 
+    # The validation slice grows with the copies; validating less often keeps its share of the budget.
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
-                       weight_decay=args.weight_decay, seed=args.seed,
-                       max_seconds=args.minutes * 60, eval_every=100, save_every=200)
+                       weight_decay=args.weight_decay, seed=args.seed, max_seconds=args.minutes * 60,
+                       eval_every=100 * (1 + args.swap_copies), save_every=200)
     sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path},
                     progress=True)
     timings["sft_s"] = sft.seconds
@@ -112,8 +124,9 @@ def main() -> int:
     decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
     batch = "" if args.batch_size == 8 else f"_batch{args.batch_size}"
     seed = f"_seed{args.seed}" if args.seed else ""
+    swap = f"_swap{args.swap_copies}" if args.swap_copies else ""
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
-            f"{budget}{decay}{batch}{seed}")
+            f"{budget}{decay}{batch}{seed}{swap}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 
