@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from typing import Any, Literal
 from pydantic import RootModel, ValidationError
 
 from trajalign.alignment.pairs import PreferencePair, Source
-from trajalign.envs.jsonl import BadLine, JsonlWriter
+from trajalign.envs.jsonl import BadLine, atomic_jsonl
 from trajalign.envs.trajectory import Turn
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ class ExportStats:
 
 
 class _Row(RootModel[dict[str, Any]]):
-    """A JSON object, so rows go through `JsonlWriter` like every other record."""
+    """A JSON object, so rows go through the JSONL writer like every other record."""
 
 
 # ---- export ----------------------------------------------------------------------------------------
@@ -125,16 +124,12 @@ def export_pairs(
                 "the trl or sharegpt format, which keep whole continuations."
             )
     stats = ExportStats()
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    with JsonlWriter(partial) as writer:
+    with atomic_jsonl(path) as writer:
         for pair in pairs:
             row = _export_row(pair, format, system_prompt, stats)
             if row is not None:
                 writer.write(_Row(row))
                 stats.written += 1
-    os.replace(partial, path)
     return stats
 
 

@@ -6,6 +6,7 @@ rewritten. A line cut short by a crash is reported with its line number and skip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -50,6 +51,25 @@ class JsonlWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def atomic_jsonl(path: str | Path) -> Iterator[JsonlWriter]:
+    """A writer whose records appear at `path` only once the `with` block completes.
+
+    Records go to `<path>.partial` first, so an interrupted or failed write never leaves a file that
+    looks whole; on an error the partial file is removed and an existing `path` is left as it was.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        with JsonlWriter(partial) as writer:
+            yield writer
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
 
 
 class BadLine(BaseModel):
@@ -98,4 +118,4 @@ def _first_problem(exc: ValidationError) -> str:
     return f"field '{field}': {error['msg']}{more}"
 
 
-__all__ = ["BadLine", "JsonlReader", "JsonlWriter", "read_jsonl"]
+__all__ = ["BadLine", "JsonlReader", "JsonlWriter", "atomic_jsonl", "read_jsonl"]

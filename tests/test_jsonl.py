@@ -1,9 +1,10 @@
 import gymnasium as gym
+import pytest
 
 import trajalign  # noqa: F401
 from trajalign.agents import OracleAgent, run_episode
 from trajalign.envs import Trajectory, load_scenario
-from trajalign.envs.jsonl import JsonlReader, JsonlWriter, read_jsonl
+from trajalign.envs.jsonl import JsonlReader, JsonlWriter, atomic_jsonl, read_jsonl
 
 
 def _trajectories(count):
@@ -59,3 +60,18 @@ def test_a_record_with_a_bad_field_names_the_line_and_field(tmp_path, caplog):
     path.write_text(good.model_dump_json() + "\n" + good.model_dump_json().replace('"success"', '"great"', 1) + "\n\n")
     assert read_jsonl(path, Trajectory) == [good]
     assert "t.jsonl:2 skipped: field 'status'" in caplog.text
+
+
+def test_atomic_jsonl_appears_whole_or_not_at_all(tmp_path):
+    trajectories, path = _trajectories(2), tmp_path / "t.jsonl"
+    path.write_text("earlier\n")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_jsonl(path) as writer:
+            writer.write(trajectories[0])
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "earlier\n" and not list(tmp_path.glob("*.partial"))
+    with atomic_jsonl(path) as writer:
+        for trajectory in trajectories:
+            writer.write(trajectory)
+        assert path.read_text() == "earlier\n"  # replaced only when the block ends
+    assert read_jsonl(path, Trajectory) == trajectories and not list(tmp_path.glob("*.partial"))

@@ -36,7 +36,7 @@ from trajalign.agents.sft import SFTConfig
 from trajalign.alignment.losses import ALGORITHMS, LossConfig
 from trajalign.alignment.trainer import TrainConfig, TrainResult
 from trajalign.envs import Scenario, load_scenario
-from trajalign.envs.jsonl import JsonlWriter, read_jsonl
+from trajalign.envs.jsonl import atomic_jsonl, read_jsonl
 from trajalign.envs.trajectory import Trajectory
 
 PairKind = Literal["outcome", "branch", "both"]
@@ -427,14 +427,10 @@ def _write_once(path: Path, build: Callable[[], Iterable[BaseModel]]) -> int:
     """
     if path.is_file():
         return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    staging = path.with_name(path.name + ".partial")
-    staging.unlink(missing_ok=True)
-    with JsonlWriter(staging) as writer:
+    with atomic_jsonl(path) as writer:
         for record in build():
             writer.write(record)
-        count = writer.written
-    staging.replace(path)
-    return count
+    return writer.written
 
 
 def _branch_pairs(config: RunConfig, scenario: Scenario, policy: Any, rollouts: list[Trajectory],
