@@ -9,15 +9,14 @@ replacements (`name_swaps` in scenario.yaml, `NameSwaps`).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from trajalign.envs.jsonl import JsonlReader, JsonlWriter
-from trajalign.envs.scenario import NameSwaps
+from trajalign.envs.jsonl import JsonlReader, atomic_jsonl
+from trajalign.envs.scenario import NameSwaps, name_word_count
 from trajalign.envs.trajectory import Trajectory, Turn
 
 # Where copies record what was swapped, {name: replacement}.
@@ -52,10 +51,11 @@ class NameSwapper:
         alternation = "|".join(map(re.escape, sorted(self._name_of_form, key=len, reverse=True)))
         # Not inside a longer word: 'garden' matches in 'garden_notes_v2.txt' and '/garden/', but not
         # in 'gardening'. Only letters bound a word, because '_', digits and '/' separate path parts.
-        self._pattern = re.compile(rf"(?<![A-Za-z])({alternation})(?![a-z])")
+        # (So of names 'book' and 'book_club', 'book_clubs' matches 'book'.)
+        self._pattern = re.compile(rf"(?<![A-Za-z])({alternation})(?![A-Za-z])")
         self._pool: dict[int, list[str]] = {}
-        for replacement in swaps.replacements:
-            self._pool.setdefault(_word_count(replacement), []).append(replacement)
+        for replacement in dict.fromkeys(swaps.replacements):  # listed twice is still one name
+            self._pool.setdefault(name_word_count(replacement), []).append(replacement)
 
     def names_in(self, trajectory: Trajectory) -> list[str]:
         """The names the trajectory mentions, in order of first mention."""
@@ -68,14 +68,10 @@ class NameSwapper:
     def pick(self, names: list[str], rng: random.Random) -> dict[str, str]:
         """A distinct fresh replacement for each name, with as many words, so the copy reads the same."""
         mapping: dict[str, str] = {}
-        for words in sorted({_word_count(name) for name in names}):
-            wanted = [name for name in names if _word_count(name) == words]
-            pool = self._pool.get(words, [])
-            if len(pool) < len(wanted):
-                raise AugmentError(
-                    f"the trajectory mentions {len(wanted)} {words}-word names ({', '.join(wanted)}) but name_swaps "
-                    f"has {len(pool)} {words}-word replacements; add more to the scenario's replacements")
-            mapping.update(zip(wanted, rng.sample(pool, len(wanted))))
+        for words in sorted({name_word_count(name) for name in names}):
+            wanted = [name for name in names if name_word_count(name) == words]
+            # NameSwaps guarantees enough replacements of each length for all the names at once.
+            mapping.update(zip(wanted, rng.sample(self._pool[words], len(wanted))))
         return mapping
 
     def swap(self, trajectory: Trajectory, mapping: dict[str, str]) -> Trajectory:
@@ -100,9 +96,8 @@ class NameSwapper:
 def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int, seed: int = 0) -> AugmentCounts:
     """Write every trajectory of `src` to `dst` as recorded, followed by `copies` name-swapped copies.
 
-    Records that mention none of the names are written once. `dst` appears only when complete (it
-    is written to a '.partial' file first), so an interrupted run never leaves half a dataset that
-    looks whole. The same seed gives the same file.
+    Records that mention none of the names are written once. `dst` appears only when complete, so an
+    interrupted run never leaves half a dataset that looks whole. The same seed gives the same file.
     """
     src, dst = Path(src), Path(dst)
     if copies < 1:
@@ -114,10 +109,8 @@ def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int
     swapper = NameSwapper(swaps)
     rng = random.Random(seed)
     counts = AugmentCounts()
-    partial = dst.with_name(dst.name + ".partial")
-    partial.unlink(missing_ok=True)
     reader = JsonlReader(src, Trajectory)
-    with JsonlWriter(partial) as writer:
+    with atomic_jsonl(dst) as writer:
         for trajectory in reader:
             counts.records += 1
             writer.write(trajectory)
@@ -126,28 +119,18 @@ def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int
                 counts.without_names += 1
                 continue
             for _ in range(copies):
-                try:
-                    mapping = swapper.pick(names, rng)
-                except AugmentError as exc:
-                    raise AugmentError(f"{src}: task {trajectory.task_id}: {exc}") from None
-                writer.write(swapper.swap(trajectory, mapping))
+                writer.write(swapper.swap(trajectory, swapper.pick(names, rng)))
                 counts.swapped += 1
         counts.written = writer.written
-    counts.bad_lines = len(reader.bad_lines)
-    if counts.records == 0:
-        partial.unlink()
-        raise AugmentError(f"{src} holds no valid trajectories ({counts.bad_lines} bad lines)")
-    os.replace(partial, dst)
+        counts.bad_lines = len(reader.bad_lines)
+        if counts.records == 0:
+            raise AugmentError(f"{src} holds no valid trajectories ({counts.bad_lines} bad lines)")
     return counts
 
 
 def _swappable(turn: Turn) -> bool:
     # The system prompt describes the tools, not the task; its words are never the task's names.
     return turn.role != "system"
-
-
-def _word_count(name: str) -> int:
-    return name.count("_") + 1
 
 
 __all__ = ["AugmentCounts", "AugmentError", "NAME_SWAP", "NameSwapper", "augment_file", "name_forms"]

@@ -65,6 +65,8 @@ def main() -> int:
                         help="add N copies of each train trajectory with the scenario's names swapped (name_swaps)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     args = parser.parse_args()
+    if args.swap_copies < 0:
+        parser.error(f"--swap-copies must be 0 or more, got {args.swap_copies}")
 
     scenario_path = args.scenario
     if args.task_count:

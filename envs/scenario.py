@@ -29,7 +29,7 @@ SCENARIO_FILE = "scenario.yaml"
 ASK_USER = "ask_user"
 FINAL_ANSWER = "final_answer"
 RESERVED_NAMES = (ASK_USER, FINAL_ANSWER)
-_SNAKE_CASE = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
+_SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 
 Split = Literal["train", "test"]
 
@@ -75,6 +75,11 @@ class TaskGenerator(BaseModel):
     seed: int = 0
 
 
+def name_word_count(name: str) -> int:
+    """Words in a snake_case name: 'yoga_class' has 2."""
+    return name.count("_") + 1
+
+
 class NameSwaps(BaseModel):
     """Names in a scenario's tasks, and fresh names to put in their place in copies of SFT data.
 
@@ -94,7 +99,8 @@ class NameSwaps(BaseModel):
     def _snake_case(cls, values: list[str]) -> list[str]:
         for value in values:
             if not _SNAKE_CASE.fullmatch(value):
-                raise ValueError(f"{value!r} is not a snake_case name (lowercase words joined by '_')")
+                raise ValueError(f"{value!r} is not a snake_case name (lowercase words joined by '_', starting with "
+                                 "a letter)")
         return values
 
     @model_validator(mode="after")
@@ -102,6 +108,13 @@ class NameSwaps(BaseModel):
         reused = sorted(set(self.names) & set(self.replacements))
         if reused:
             raise ValueError(f"replacements must be fresh names, but {reused} are also in names")
+        # A trajectory may mention every name; each needs its own replacement with as many words.
+        for words in sorted(set(map(name_word_count, self.names))):
+            needed = sum(name_word_count(name) == words for name in self.names)
+            available = len({r for r in self.replacements if name_word_count(r) == words})
+            if available < needed:
+                raise ValueError(f"{needed} names have {words} word(s) but only {available} replacements do; each "
+                                 "name needs its own replacement with as many words")
         return self
 
 

@@ -18,13 +18,13 @@ SWAPS = NameSwaps(names=["garden", "yoga_class", "book_club"],
 
 def trajectory(task_id: str = "t-1", with_tokens: bool = False) -> Trajectory:
     turns = [
-        Turn(role="system", text="Tools: find_files(name_contains). Gardening tips are not names."),
+        Turn(role="system", text="Tools: find_files(name_contains), e.g. for garden notes. Gardening is no name."),
         Turn(role="user", text="Rename my yoga class notes to the garden folder."),
         Turn(role="assistant", text='{"name": "find_files", "arguments": {"name_contains": "yoga_class"}}',
              trainable=True, token_ids=[5, 6, 7] if with_tokens else None,
              logprobs=[-0.1, -0.2, -0.3] if with_tokens else None),
         Turn(role="tool", text='["/home/user/notes/yoga_class.txt", "/home/user/garden/gardening_2022.txt"]\n'
-                               "# Yoga class notes\nremoving weeds: see garden_v2.txt"),
+                               "# Yoga class notes\nremoving weeds: see garden_v2.txt, not GardenX or gardenX."),
         Turn(role="assistant", text='{"name": "final_answer", "arguments": {"answer": "Moved yoga_class.txt."}}',
              trainable=True),
     ]
@@ -44,7 +44,7 @@ def test_every_form_of_a_name_is_swapped_consistently_and_nothing_else():
     assert texts[1] == "Rename my kite festival notes to the pottery folder."
     assert texts[2] == '{"name": "find_files", "arguments": {"name_contains": "kite_festival"}}'
     assert texts[3] == ('["/home/user/notes/kite_festival.txt", "/home/user/pottery/gardening_2022.txt"]\n'
-                        "# Kite festival notes\nremoving weeds: see pottery_v2.txt")
+                        "# Kite festival notes\nremoving weeds: see pottery_v2.txt, not GardenX or gardenX.")
     assert "kite_festival.txt" in texts[4]
     # Shape, flags and mistake markers (by turn index) carry over; tokens of the old text do not.
     assert [(t.role, t.trainable) for t in copy.turns] == [(t.role, t.trainable) for t in original.turns]
@@ -65,16 +65,12 @@ def test_replacements_are_distinct_and_keep_the_word_count():
         assert len(set(mapping.values())) == 3
 
 
-def test_too_few_replacements_is_a_clear_error():
-    swapper = NameSwapper(NameSwaps(names=["garden", "taxes"], replacements=["pottery", "kite_festival"]))
-    with pytest.raises(AugmentError, match=r"2 1-word names \(garden, taxes\) but name_swaps has 1 1-word"):
-        swapper.pick(["garden", "taxes"], random.Random(0))
-
-
 @pytest.mark.parametrize(("names", "replacements", "problem"), [
     (["garden"], ["garden", "pottery"], r"replacements must be fresh names, but \['garden'\]"),
     (["Yoga Class"], ["pottery"], r"'Yoga Class' is not a snake_case name"),
+    (["3d_printing"], ["pottery"], r"'3d_printing' is not a snake_case name"),
     ([], ["pottery"], r"names\n  List should have at least 1 item"),
+    (["garden", "taxes"], ["pottery", "kite_festival"], r"2 names have 1 word\(s\) but only 1 replacements do"),
 ])
 def test_bad_name_swaps_are_rejected(names, replacements, problem):
     with pytest.raises(ValidationError, match=problem):
@@ -107,9 +103,11 @@ def test_augment_file_refuses_to_overwrite_its_input_or_to_copy_nothing(tmp_path
     with pytest.raises(AugmentError, match="copies must be at least 1"):
         augment_file(src, tmp_path / "out.jsonl", SWAPS, copies=0)
     (tmp_path / "cut.jsonl").write_text('{"scenario": "fil\n')
+    (tmp_path / "out.jsonl").write_text("kept\n")
     with pytest.raises(AugmentError, match=r"holds no valid trajectories \(1 bad lines\)"):
         augment_file(tmp_path / "cut.jsonl", tmp_path / "out.jsonl", SWAPS, copies=1)
-    assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob("*.partial"))
+    assert (tmp_path / "out.jsonl").read_text() == "kept\n"  # a failed run leaves an earlier output alone
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_the_filesystem_scenario_swaps_every_topic_for_a_fresh_one():
