@@ -21,8 +21,9 @@ from typing import Any, Literal
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from trajalign.agents.augment import name_forms
 from trajalign.envs import make_env
-from trajalign.envs.scenario import Scenario, load_scenario
+from trajalign.envs.scenario import NameSwaps, Scenario, load_scenario
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -62,8 +63,9 @@ def build_corpus(scenarios: Sequence[Scenario], max_tasks_per_scenario: int | No
 
     Per scenario: its description and instructions, the JSON of every action's OpenAI schema, and for
     each train-split task (the first `max_tasks_per_scenario` of them when given) every turn of the
-    oracle played through the environment: the goal, each action text and each observation. Test
-    tasks contribute nothing, so no test goal or observation leaks into the vocabulary.
+    oracle played through the environment: the goal, each action text and each observation; then the
+    fresh names of its `name_swaps`, if any. Test tasks contribute nothing, so no test goal or
+    observation leaks into the vocabulary.
     """
     for scenario in scenarios:
         for text in (scenario.description, scenario.instructions):
@@ -79,6 +81,8 @@ def build_corpus(scenarios: Sequence[Scenario], max_tasks_per_scenario: int | No
             yield from _oracle_texts(scenario, env, train_tasks)
         finally:
             env.close()
+        if scenario.name_swaps is not None:
+            yield from _replacement_texts(scenario.name_swaps)
 
 
 def _schema_texts(env: Any) -> Iterator[str]:
@@ -89,6 +93,15 @@ def _schema_texts(env: Any) -> Iterator[str]:
     yield json.dumps(schemas, ensure_ascii=False)
     for schema in schemas:
         yield json.dumps(schema, ensure_ascii=False)
+
+
+def _replacement_texts(swaps: NameSwaps) -> Iterator[str]:
+    # Name-swapped copies of SFT data (`trajalign augment`) write these names where the task's names
+    # were; in the corpus they become whole tokens, as the names they replace are, instead of letters.
+    for name in swaps.replacements:
+        snake, spaced, capitalized = name_forms(name)
+        text = f"/{snake}_ my {spaced}. {capitalized}"
+        yield from (text, text)  # BPE merges pairs seen at least twice
 
 
 def _oracle_texts(scenario: Scenario, env: Any, tasks: Iterable[Any]) -> Iterator[str]:
