@@ -58,14 +58,15 @@ ARCHITECTURES = ("llama", "qwen2", "gpt2")
 # --- corpus -------------------------------------------------------------------------------------------
 
 
-def build_corpus(scenarios: Sequence[Scenario], max_tasks_per_scenario: int | None = None) -> Iterator[str]:
+def build_corpus(scenarios: Sequence[Scenario], max_tasks_per_scenario: int | None = None,
+                 name_swap_tokens: bool = False) -> Iterator[str]:
     """Texts for tokenizer training, in a fixed order.
 
     Per scenario: its description and instructions, the JSON of every action's OpenAI schema, and for
     each train-split task (the first `max_tasks_per_scenario` of them when given) every turn of the
-    oracle played through the environment: the goal, each action text and each observation; then the
-    fresh names of its `name_swaps`, if any. Test tasks contribute nothing, so no test goal or
-    observation leaks into the vocabulary.
+    oracle played through the environment: the goal, each action text and each observation; with
+    `name_swap_tokens`, then the fresh names of its `name_swaps`, if any. Test tasks contribute
+    nothing, so no test goal or observation leaks into the vocabulary.
     """
     for scenario in scenarios:
         for text in (scenario.description, scenario.instructions):
@@ -81,7 +82,7 @@ def build_corpus(scenarios: Sequence[Scenario], max_tasks_per_scenario: int | No
             yield from _oracle_texts(scenario, env, train_tasks)
         finally:
             env.close()
-        if scenario.name_swaps is not None:
+        if name_swap_tokens and scenario.name_swaps is not None:
             yield from _replacement_texts(scenario.name_swaps)
 
 
@@ -262,6 +263,7 @@ def build_tiny_model(
     max_tasks_per_scenario: int | None = None,
     max_positions: int | None = None,
     prompt_tokens: bool = True,
+    name_swap_tokens: bool = False,
 ) -> Path:
     """Train a tokenizer on the scenarios' corpus, build a randomly initialized model, save both to `out`.
 
@@ -275,6 +277,9 @@ def build_tiny_model(
     look values up in the goal and observations far sooner when its attention is not spread over a
     long constant prefix, and each step is cheaper (docs/benchmarks.md, SFT section). Prompt text
     that differs (edited instructions, another scenario) is tokenized as usual.
+
+    With `name_swap_tokens`, the fresh names of the scenarios' `name_swaps` join the corpus, so SFT
+    data augmented with `trajalign augment` tokenizes them as whole words, like the names they replace.
     """
     import torch
     import transformers
@@ -301,8 +306,8 @@ def build_tiny_model(
             yield text
 
     whole_lines = prompt_lines(loaded) if prompt_tokens else []
-    tokenizer = train_tokenizer(counted(build_corpus(loaded, max_tasks_per_scenario)), SIZES[size]["vocab_size"],
-                                whole_lines)
+    corpus = build_corpus(loaded, max_tasks_per_scenario, name_swap_tokens)
+    tokenizer = train_tokenizer(counted(corpus), SIZES[size]["vocab_size"], whole_lines)
     config = make_config(architecture, size, tokenizer, max_positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -329,6 +334,7 @@ def build_tiny_model(
         "max_position_embeddings": max_positions,
         "max_tasks_per_scenario": max_tasks_per_scenario,
         "prompt_line_tokens": len(whole_lines),
+        "name_swap_tokens": name_swap_tokens,
         "corpus_texts": corpus_stats["texts"],
         "corpus_chars": corpus_stats["chars"],
         "special_tokens": list(SPECIAL_TOKENS),

@@ -76,7 +76,8 @@ def main() -> int:
     timings = {}
 
     started = time.perf_counter()
-    model_dir = build_tiny_model([scenario], out / "init", size=args.size, seed=args.seed)
+    model_dir = build_tiny_model([scenario], out / "init", size=args.size, seed=args.seed,
+                                 name_swap_tokens=bool(args.swap_copies))
     timings["model_init_s"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -180,13 +180,15 @@ def test_corpus_holds_schemas_and_oracle_turns_but_no_test_tasks():
 
 def test_name_swap_replacements_become_whole_tokens_like_the_names_they_replace():
     filesystem = load_scenario("filesystem")
-    tokenizer = train_tokenizer(build_corpus([filesystem], max_tasks_per_scenario=50), SIZES["tiny"]["vocab_size"])
+    tokenizer = train_tokenizer(build_corpus([filesystem], max_tasks_per_scenario=50, name_swap_tokens=True),
+                                SIZES["tiny"]["vocab_size"])
     pieces = lambda text: [tokenizer.decode([i]) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
     assert pieces("/kite_festival_draft") == ["/", "kite", "_", "festival", "_", "draft"]
-    assert pieces(" kite festival") == [" kite", " festival"] and pieces("# Kite festival") == ["#", " Kite", " festival"]
-    # The words come from name_swaps: a scenario without it has no such tokens.
-    retail = train_tokenizer(build_corpus([load_scenario("retail")], max_tasks_per_scenario=50), 2048)
-    assert not {"kite", "festival"} & set(retail.get_vocab())
+    assert pieces(" kite festival") == [" kite", " festival"]
+    assert pieces("# Kite festival") == ["#", " Kite", " festival"]
+    # The words come from name_swaps, and only when asked for.
+    plain = train_tokenizer(build_corpus([filesystem], max_tasks_per_scenario=50), SIZES["tiny"]["vocab_size"])
+    assert not {"kite", "festival"} & set(plain.get_vocab())
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2", "gpt2"])

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--max-tasks", type=int, default=None, metavar="N",
                       help="train the tokenizer on at most N train tasks per scenario (default: all)")
+    init.add_argument("--name-swap-tokens", action="store_true",
+                      help="add the scenarios' name_swaps replacements to the tokenizer (for `trajalign augment` data)")
     init.add_argument("--no-prompt-tokens", action="store_true",
                       help="tokenize the system prompt as ordinary text instead of one token per line")
     init.set_defaults(handler=_model_init)
@@ -359,7 +361,8 @@ def _model_init(args: argparse.Namespace) -> int:
     from trajalign.agents.tiny import build_tiny_model, read_model_info
 
     out = build_tiny_model(args.scenario, args.out, size=args.size, seed=args.seed, architecture=args.architecture,
-                           max_tasks_per_scenario=args.max_tasks, prompt_tokens=not args.no_prompt_tokens)
+                           max_tasks_per_scenario=args.max_tasks, prompt_tokens=not args.no_prompt_tokens,
+                           name_swap_tokens=args.name_swap_tokens)
     info = read_model_info(out)
     print(f"model: {out}")
     print(f"architecture: {info['architecture']} ({info['size']}), {info['num_parameters']:,} parameters")
