@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from trajalign.envs.jsonl import JsonlReader, atomic_jsonl
-from trajalign.envs.scenario import NameSwaps, name_word_count
+from trajalign.envs.scenario import NameSwaps, name_forms, name_word_count
 from trajalign.envs.trajectory import Trajectory, Turn
 
 # Where copies record what was swapped, {name: replacement}.
@@ -33,13 +33,6 @@ class AugmentCounts(BaseModel):
     swapped: int = 0  # copies written with at least one name replaced
     without_names: int = 0  # records that mention none of the names; written once, not copied
     bad_lines: int = 0
-
-
-def name_forms(name: str) -> tuple[str, str, str]:
-    """How a snake_case name appears in text: in paths ('yoga_class'), as the user writes it
-    ('yoga class'), and at the start of a sentence or heading ('Yoga class')."""
-    spaced = name.replace("_", " ")
-    return name, spaced, spaced.capitalize()
 
 
 class NameSwapper:
@@ -133,4 +126,4 @@ def _swappable(turn: Turn) -> bool:
     return turn.role != "system"
 
 
-__all__ = ["AugmentCounts", "AugmentError", "NAME_SWAP", "NameSwapper", "augment_file", "name_forms"]
+__all__ = ["AugmentCounts", "AugmentError", "NAME_SWAP", "NameSwapper", "augment_file"]

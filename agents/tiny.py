@@ -21,9 +21,8 @@ from typing import Any, Literal
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from trajalign.agents.augment import name_forms
 from trajalign.envs import make_env
-from trajalign.envs.scenario import NameSwaps, Scenario, load_scenario
+from trajalign.envs.scenario import NameSwaps, Scenario, load_scenario, name_forms
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"

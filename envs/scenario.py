@@ -80,6 +80,13 @@ def name_word_count(name: str) -> int:
     return name.count("_") + 1
 
 
+def name_forms(name: str) -> tuple[str, str, str]:
+    """How a snake_case name appears in text: in paths ('yoga_class'), as the user writes it
+    ('yoga class'), and at the start of a sentence or heading ('Yoga class')."""
+    spaced = name.replace("_", " ")
+    return name, spaced, spaced.capitalize()
+
+
 class NameSwaps(BaseModel):
     """Names in a scenario's tasks, and fresh names to put in their place in copies of SFT data.
 
