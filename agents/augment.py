@@ -46,13 +46,9 @@ class NameSwapper:
         # in 'gardening'. Only letters bound a word, because '_', digits and '/' separate path parts.
         # (So of names 'book' and 'book_club', 'book_clubs' matches 'book'.)
         self._pattern = re.compile(rf"(?<![A-Za-z])({alternation})(?![A-Za-z])")
-        # A name draws its replacement from its own group, among those with as many words.
-        self._pool_of: dict[str, tuple[int, int]] = {
-            name: (index, name_word_count(name)) for index, group in enumerate(swaps.groups) for name in group.names}
-        self._pools: dict[tuple[int, int], list[str]] = {}
-        for index, group in enumerate(swaps.groups):
-            for replacement in dict.fromkeys(group.replacements):  # listed twice is still one name
-                self._pools.setdefault((index, name_word_count(replacement)), []).append(replacement)
+        self._pool: dict[int, list[str]] = {}
+        for replacement in dict.fromkeys(swaps.replacements):  # listed twice is still one name
+            self._pool.setdefault(name_word_count(replacement), []).append(replacement)
 
     def names_in(self, trajectory: Trajectory) -> list[str]:
         """The names the trajectory mentions, in order of first mention."""
@@ -63,13 +59,12 @@ class NameSwapper:
         return list(found)
 
     def pick(self, names: list[str], rng: random.Random) -> dict[str, str]:
-        """A distinct fresh replacement for each name, from its group and with as many words, so the
-        copy reads the same."""
+        """A distinct fresh replacement for each name, with as many words, so the copy reads the same."""
         mapping: dict[str, str] = {}
-        for pool in sorted({self._pool_of[name] for name in names}):
-            wanted = [name for name in names if self._pool_of[name] == pool]
-            # NameSwaps guarantees each pool enough replacements for all its names at once.
-            mapping.update(zip(wanted, rng.sample(self._pools[pool], len(wanted))))
+        for words in sorted({name_word_count(name) for name in names}):
+            wanted = [name for name in names if name_word_count(name) == words]
+            # NameSwaps guarantees enough replacements of each length for all the names at once.
+            mapping.update(zip(wanted, rng.sample(self._pool[words], len(wanted))))
         return mapping
 
     def swap(self, trajectory: Trajectory, mapping: dict[str, str]) -> Trajectory:

@@ -87,8 +87,14 @@ def name_forms(name: str) -> tuple[str, str, str]:
     return name, spaced, spaced.capitalize()
 
 
-class NameSwapGroup(BaseModel):
-    """Names of one kind (topics, first names, ...) and the fresh names that may stand in for them."""
+class NameSwaps(BaseModel):
+    """Names in a scenario's tasks, and fresh names to put in their place in copies of SFT data.
+
+    A small model trained on a few hundred tasks recalls the names it was shown instead of copying
+    the one in front of it; copies with swapped names make recall useless (`trajalign augment`,
+    docs/agents.md). Names are snake_case; each also matches as the user writes it ('yoga class',
+    'Yoga class').
+    """
 
     model_config = ConfigDict(extra="forbid")
     names: list[str] = Field(min_length=1, description="Names as tool outputs write them, e.g. 'yoga_class'.")
@@ -105,7 +111,7 @@ class NameSwapGroup(BaseModel):
         return values
 
     @model_validator(mode="after")
-    def _fresh(self) -> "NameSwapGroup":
+    def _fresh(self) -> "NameSwaps":
         reused = sorted(set(self.names) & set(self.replacements))
         if reused:
             raise ValueError(f"replacements must be fresh names, but {reused} are also in names")
@@ -117,51 +123,6 @@ class NameSwapGroup(BaseModel):
                 raise ValueError(f"{needed} names have {words} word(s) but only {available} replacements do; each "
                                  "name needs its own replacement with as many words")
         return self
-
-
-class NameSwaps(BaseModel):
-    """Names in a scenario's tasks, and fresh names to put in their place in copies of SFT data.
-
-    A small model trained on a few hundred tasks recalls the names it was shown instead of copying
-    the one in front of it; copies with swapped names make recall useless (`trajalign augment`,
-    docs/agents.md). Names are snake_case; each also matches as the user writes it ('yoga class',
-    'Yoga class'), so a person 'Sara Muller' is two names, 'sara' and 'muller'. Each group swaps
-    its names for its own replacements, so a first name never stands in for a topic. Written as
-    one group (`names`, `replacements`) or as a list of groups.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    groups: list[NameSwapGroup] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_group_or_a_list(cls, data: Any) -> Any:
-        if isinstance(data, list):
-            return {"groups": data}
-        if isinstance(data, dict) and "groups" not in data:
-            return {"groups": [data]}
-        return data
-
-    @model_validator(mode="after")
-    def _groups_apart(self) -> "NameSwaps":
-        # One name in two groups would have two pools; one replacement in two groups could stand in
-        # for two names in the same copy; a replacement that is another group's name is not fresh.
-        seen: dict[str, str] = {}
-        for index, group in enumerate(self.groups):
-            for word in dict.fromkeys(group.names + group.replacements):
-                if word in seen:
-                    raise ValueError(f"{word!r} is in group {index} and also in {seen[word]}; the groups' names "
-                                     "and replacements must not overlap")
-                seen[word] = f"group {index}"
-        return self
-
-    @property
-    def names(self) -> list[str]:
-        return [name for group in self.groups for name in group.names]
-
-    @property
-    def replacements(self) -> list[str]:
-        return [replacement for group in self.groups for replacement in group.replacements]
 
 
 class Limits(BaseModel):
@@ -192,8 +153,8 @@ class ScenarioFile(BaseModel):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     limits: Limits = Field(default_factory=Limits)
     user_simulator: UserSimulatorSettings = Field(default_factory=UserSimulatorSettings)
-    name_swaps: str | None = Field(None, description="'file.py:NAME': a mapping with 'names' and 'replacements', or "
-                                   "a list of such groups (NameSwaps), for `trajalign augment`.")
+    name_swaps: str | None = Field(None, description="'file.py:NAME', a mapping with 'names' and 'replacements' "
+                                   "(NameSwaps) for `trajalign augment`.")
 
 
 class Scenario(BaseModel):

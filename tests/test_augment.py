@@ -110,54 +110,13 @@ def test_augment_file_refuses_to_overwrite_its_input_or_to_copy_nothing(tmp_path
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_each_group_swaps_its_names_for_its_own_replacements():
-    swaps = NameSwaps.model_validate([{"names": ["garden", "yoga_class"], "replacements": ["pottery", "kite_festival"]},
-                                      {"names": ["sara", "gus"], "replacements": ["emil", "ines", "tara"]},
-                                      {"names": ["muller"], "replacements": ["wong"]}])
-    swapper = NameSwapper(swaps)
-    original = trajectory().model_copy(update={"turns": [
-        Turn(role="user", text="Move the garden notes that list Sara Muller."),
-        Turn(role="tool", text="contact: Sara Muller\nreviewer: Gus Muller\nsarah and Sarah are other people"),
-    ]})
-    assert swapper.names_in(original) == ["garden", "sara", "muller", "gus"]
-    for seed in range(20):
-        mapping = swapper.pick(swapper.names_in(original), random.Random(seed))
-        # A person stays a person: first names draw from the first names, never from the topics.
-        assert mapping["garden"] == "pottery" and mapping["muller"] == "wong"
-        assert mapping["sara"] != mapping["gus"] and {mapping["sara"], mapping["gus"]} <= {"emil", "ines", "tara"}
-    copy = swapper.swap(original, {"garden": "pottery", "sara": "ines", "gus": "emil", "muller": "wong"})
-    assert [turn.text for turn in copy.turns] == [
-        "Move the pottery notes that list Ines Wong.",
-        "contact: Ines Wong\nreviewer: Emil Wong\nsarah and Sarah are other people"]
-
-
-@pytest.mark.parametrize(("groups", "problem"), [
-    ([{"names": ["garden"], "replacements": ["pottery"]}, {"names": ["garden"], "replacements": ["emil"]}],
-     r"'garden' is in group 1 and also in group 0"),
-    ([{"names": ["garden"], "replacements": ["pottery"]}, {"names": ["sara"], "replacements": ["pottery"]}],
-     r"'pottery' is in group 1 and also in group 0"),
-    ([{"names": ["garden"], "replacements": ["sara"]}, {"names": ["sara"], "replacements": ["emil"]}],
-     r"'sara' is in group 1 and also in group 0"),
-    ([{"names": ["garden"], "replacements": ["pottery"]}, {"names": ["sara", "gus"], "replacements": ["emil"]}],
-     r"groups\.1\n.*2 names have 1 word\(s\) but only 1 replacements do"),
-    ([], r"groups\n  List should have at least 1 item"),
-])
-def test_overlapping_or_short_groups_are_rejected(groups, problem):
-    with pytest.raises(ValidationError, match=problem):
-        NameSwaps.model_validate(groups)
-
-
-def test_the_filesystem_scenario_swaps_every_topic_and_person_for_a_fresh_one():
+def test_the_filesystem_scenario_swaps_every_topic_for_a_fresh_one():
     swaps = load_scenario("filesystem").name_swaps
-    assert swaps is not None
-    topics, first, last = (group.names for group in swaps.groups)
-    assert {"yoga_class", "garden"} <= set(topics) and "sara" in first and "muller" in last
+    assert swaps is not None and "yoga_class" in swaps.names and "garden" in swaps.names
     swapper = NameSwapper(swaps)
-    for group in swaps.groups:  # enough replacements of each shape for every name of a group at once
-        for words in (1, 2):
-            names = [name for name in group.names if name.count("_") + 1 == words]
-            mapping = swapper.pick(names, random.Random(0))
-            assert len(set(mapping.values())) == len(names) and set(mapping.values()) <= set(group.replacements)
+    for words in (1, 2):  # enough replacements of each shape for every topic at once
+        names = [name for name in swaps.names if name.count("_") + 1 == words]
+        assert len(set(swapper.pick(names, random.Random(0)).values())) == len(names)
 
 
 def test_cli_augments_and_reports_counts(tmp_path, capsys):

@@ -17,12 +17,8 @@ TOPICS = [
     "bakery", "choir", "hackathon", "photo_album", "yoga_class", "chess_club", "birthday", "volunteering",
     "language_course",
 ]
-FIRST = ["ana", "ben", "chen", "dara", "eli", "fay", "gus", "hana", "ivan", "jin", "kai", "lena", "mo", "nora",
-         "omar", "pia", "raj", "sara", "tom", "uma", "vic", "wen", "yara", "zoe"]
-LAST = ["lee", "kim", "garcia", "smith", "novak", "ito", "silva", "khan", "brown", "rossi", "muller", "dubois"]
-# Fresh names for copies of SFT data (`name_swaps` in scenario.yaml): the train split holds only a few
-# two-word topics per task kind, and a few hundred people, which a small model memorizes instead of
-# learning to copy. People are swapped a word at a time ('Sara Muller' is 'sara' and 'muller').
+# Fresh topics for copies of SFT data (`name_swaps` in scenario.yaml): the train split holds only a few
+# two-word topics per task kind, which a small model memorizes instead of learning to copy.
 _FRESH_WORDS = ["pottery", "surfing", "astronomy", "robotics", "knitting", "sailing", "painting", "jazz", "poetry",
                 "archery", "fishing", "climbing", "rowing", "tennis", "origami", "beekeeping", "cycling", "skiing",
                 "drawing", "juggling", "karate", "baking", "brewing", "dancing", "hiking", "fencing", "golf",
@@ -32,18 +28,11 @@ _FRESH_FIRST = ["kite", "film", "drone", "art", "math", "board", "game", "music"
                 "garage", "winter", "summer", "team", "family", "lake", "spring", "night"]
 _FRESH_SECOND = ["festival", "race", "fair", "league", "camp", "show", "party", "trip", "tour", "retreat", "workshop",
                  "picnic", "sale", "cleanup", "meetup", "contest", "project", "course", "club", "dinner"]
-_FRESH_FIRST_NAMES = ["amir", "bela", "cora", "dev", "emil", "finn", "gia", "hugo", "ines", "jonas", "kira", "leo",
-                      "mila", "nils", "olga", "paz", "quinn", "rosa", "sami", "tara", "ugo", "vera", "xena", "yuki",
-                      "zara", "axel", "bea", "cleo", "dino", "elsa", "felix", "greta", "hans", "ida", "joel", "lars",
-                      "mira", "nico", "otto", "rhea"]
-_FRESH_LAST_NAMES = ["wong", "park", "nagy", "costa", "berg", "fischer", "lopez", "moreau", "sato", "tanaka", "weber",
-                     "jensen", "olsen", "petrov", "reyes", "santos", "varga", "walsh", "zhou", "bauer", "cruz", "diaz",
-                     "evans", "haas"]
-NAME_SWAPS = [
-    {"names": TOPICS, "replacements": _FRESH_WORDS + [f"{a}_{b}" for a in _FRESH_FIRST for b in _FRESH_SECOND]},
-    {"names": FIRST, "replacements": _FRESH_FIRST_NAMES},
-    {"names": LAST, "replacements": _FRESH_LAST_NAMES},
-]
+NAME_SWAPS = {"names": TOPICS,
+              "replacements": _FRESH_WORDS + [f"{a}_{b}" for a in _FRESH_FIRST for b in _FRESH_SECOND]}
+FIRST = ["ana", "ben", "chen", "dara", "eli", "fay", "gus", "hana", "ivan", "jin", "kai", "lena", "mo", "nora",
+         "omar", "pia", "raj", "sara", "tom", "uma", "vic", "wen", "yara", "zoe"]
+LAST = ["lee", "kim", "garcia", "smith", "novak", "ito", "silva", "khan", "brown", "rossi", "muller", "dubois"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 MONTHS = ["March", "April", "May", "June", "July", "August", "September", "October"]
 SHOPS = ["Corner Market", "Hardware Hub", "Book Nook", "Green Grocer", "Tech Depot", "Paper Store"]
