@@ -253,31 +253,6 @@ def make_config(architecture: Architecture, size: Size, tokenizer: PreTrainedTok
     raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
 
 
-def share_word_embeddings(model: Any, tokenizer: PreTrainedTokenizerFast) -> int:
-    """Start each word's after-a-space token ('Ġmuller') from the embedding of the bare word ('muller')
-    plus one shared offset. Returns how many tokens were set.
-
-    Byte-level BPE gives a word two unrelated tokens: after a space in the user's goal, bare after a
-    quote or a '/' in a tool call (`"query": "Sara Muller"`, `/notes/yoga_class.txt`). To copy a name
-    from the goal into an action, a model trained from scratch must first learn that the two are the
-    same word, name by name. Starting them side by side makes the match hold from the first step.
-    """
-    import torch
-
-    embeddings = model.get_input_embeddings().weight
-    vocab = tokenizer.get_vocab()
-    pairs = [(token_id, vocab[token[1:]]) for token, token_id in vocab.items()
-             if token.startswith("Ġ") and len(token) > 1 and token[1:] in vocab]
-    if not pairs:
-        return 0
-    spaced, bare = (torch.tensor(ids) for ids in zip(*pairs))
-    generator = torch.Generator().manual_seed(0)
-    offset = torch.randn(embeddings.shape[1], generator=generator) * embeddings.detach().std()
-    with torch.no_grad():
-        embeddings[spaced] = embeddings[bare] + offset.to(embeddings.dtype)
-    return len(pairs)
-
-
 def build_tiny_model(
     scenarios: Sequence[str | Path | Scenario],
     out: str | Path,
@@ -288,7 +263,6 @@ def build_tiny_model(
     max_positions: int | None = None,
     prompt_tokens: bool = True,
     name_swap_tokens: bool = False,
-    shared_word_embeddings: bool = False,
 ) -> Path:
     """Train a tokenizer on the scenarios' corpus, build a randomly initialized model, save both to `out`.
 
@@ -305,9 +279,6 @@ def build_tiny_model(
 
     With `name_swap_tokens`, the fresh names of the scenarios' `name_swaps` join the corpus, so SFT
     data augmented with `trajalign augment` tokenizes them as whole words, like the names they replace.
-
-    With `shared_word_embeddings`, a word's token after a space starts from the embedding of the same
-    word without one, plus one shared offset (`share_word_embeddings`).
     """
     import torch
     import transformers
@@ -339,7 +310,6 @@ def build_tiny_model(
     config = make_config(architecture, size, tokenizer, max_positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    shared_words = share_word_embeddings(model, tokenizer) if shared_word_embeddings else 0
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -364,7 +334,6 @@ def build_tiny_model(
         "max_tasks_per_scenario": max_tasks_per_scenario,
         "prompt_line_tokens": len(whole_lines),
         "name_swap_tokens": name_swap_tokens,
-        "shared_word_embeddings": shared_words,
         "corpus_texts": corpus_stats["texts"],
         "corpus_chars": corpus_stats["chars"],
         "special_tokens": list(SPECIAL_TOKENS),

@@ -9,8 +9,7 @@ rollouts of every train task, SFT within a wall-clock budget, greedy evaluation 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
 `_<minutes>min` appended when the budget is not the default 9 minutes, `_wd<decay>` when the weight
 decay is not SFTConfig's default, `_batch<N>` for batches other than 8 and `_seed<N>` for a seed
-other than 0, `_swap<N>` when the train data gets N name-swapped copies (`trajalign augment`), and
-`_sharedwords` when the model starts with shared word embeddings (`model init --shared-word-embeddings`).
+other than 0, and `_swap<N>` when the train data gets N name-swapped copies (`trajalign augment`).
 """
 
 from __future__ import annotations
@@ -64,8 +63,6 @@ def main() -> int:
     parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
     parser.add_argument("--swap-copies", type=int, default=0,
                         help="add N copies of each train trajectory with the scenario's names swapped (name_swaps)")
-    parser.add_argument("--shared-word-embeddings", action="store_true",
-                        help="start a word after a space from the same embedding as the bare word")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     args = parser.parse_args()
     if args.swap_copies < 0:
@@ -80,8 +77,7 @@ def main() -> int:
 
     started = time.perf_counter()
     model_dir = build_tiny_model([scenario], out / "init", size=args.size, seed=args.seed,
-                                 name_swap_tokens=bool(args.swap_copies),
-                                 shared_word_embeddings=args.shared_word_embeddings)
+                                 name_swap_tokens=bool(args.swap_copies))
     timings["model_init_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -132,9 +128,8 @@ def main() -> int:
     batch = "" if args.batch_size == 8 else f"_batch{args.batch_size}"
     seed = f"_seed{args.seed}" if args.seed else ""
     swap = f"_swap{args.swap_copies}" if args.swap_copies else ""
-    shared = "_sharedwords" if args.shared_word_embeddings else ""
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
-            f"{budget}{decay}{batch}{seed}{swap}{shared}")
+            f"{budget}{decay}{batch}{seed}{swap}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 

@@ -16,11 +16,9 @@ from trajalign.agents.tiny import (
     SPECIAL_TOKENS,
     build_corpus,
     build_tiny_model,
-    make_config,
     prompt_lines,
     read_model_info,
     save_tokenizer_with_template,
-    share_word_embeddings,
     train_tokenizer,
 )
 from trajalign.agents.chat import scenario_system_prompt
@@ -191,36 +189,6 @@ def test_name_swap_replacements_become_whole_tokens_like_the_names_they_replace(
     # The words come from name_swaps, and only when asked for.
     plain = train_tokenizer(build_corpus([filesystem], max_tasks_per_scenario=50), SIZES["tiny"]["vocab_size"])
     assert not {"kite", "festival"} & set(plain.get_vocab())
-
-
-@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
-def test_shared_word_embeddings_start_a_spaced_word_beside_the_bare_one(tmp_path, architecture):
-    out = build_tiny_model(["filesystem"], tmp_path / "shared", architecture=architecture,
-                           max_tasks_per_scenario=MAX_TASKS, shared_word_embeddings=True)
-    plain = build_tiny_model(["filesystem"], tmp_path / "plain", architecture=architecture,
-                             max_tasks_per_scenario=MAX_TASKS)
-    vocab = AutoTokenizer.from_pretrained(out, local_files_only=True).get_vocab()
-    pairs = [(vocab[token], vocab[token[1:]]) for token in vocab if token.startswith("Ġ") and token[1:] in vocab]
-    assert ("Ġnotes" in vocab and "notes" in vocab) and len(pairs) > 50
-    assert read_model_info(out)["shared_word_embeddings"] == len(pairs)
-    shared = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).get_input_embeddings().weight
-    original = AutoModelForCausalLM.from_pretrained(plain, local_files_only=True).get_input_embeddings().weight
-    # Every spaced word sits at the same offset from its bare word; nothing else moved.
-    offsets = torch.stack([shared[spaced] - shared[bare] for spaced, bare in pairs])
-    torch.testing.assert_close(offsets, offsets[:1].expand_as(offsets))
-    assert offsets[0].norm() > 0.1
-    moved = torch.zeros(len(vocab), dtype=torch.bool)
-    moved[[spaced for spaced, _ in pairs]] = True
-    assert torch.equal(shared[~moved], original[~moved]) and not torch.equal(shared[moved], original[moved])
-    assert read_model_info(plain)["shared_word_embeddings"] == 0
-
-
-def test_share_word_embeddings_without_word_pairs_changes_nothing():
-    tokenizer = train_tokenizer(["1 2 3"], len(SPECIAL_TOKENS) + 256)
-    model = AutoModelForCausalLM.from_config(make_config("llama", "tiny", tokenizer, 64))
-    before = model.get_input_embeddings().weight.clone()
-    assert share_word_embeddings(model, tokenizer) == 0
-    assert torch.equal(model.get_input_embeddings().weight, before)
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2", "gpt2"])
