@@ -270,6 +270,16 @@ def test_cli_model_init(tmp_path, capsys):
     assert f"{info['num_parameters']:,} parameters" in printed
     assert f"vocab size: {info['vocab_size']}" in printed
     assert AutoModelForCausalLM.from_pretrained(out, local_files_only=True).config.model_type == "gpt2"
+    assert info["name_swap_tokens"] is False
+
+
+def test_cli_model_init_with_name_swap_tokens(tmp_path):
+    out = tmp_path / "swap-model"
+    assert main(["model", "init", "--scenario", "filesystem", "--name-swap-tokens", "--max-tasks", "10",
+                 "--out", str(out)]) == 0
+    assert read_model_info(out)["name_swap_tokens"] is True
+    vocab = AutoTokenizer.from_pretrained(out, local_files_only=True).get_vocab()
+    assert {"kite", "festival", "Ġpottery"} <= set(vocab)  # fresh names from the filesystem name_swaps
 
 
 def test_cli_model_init_unknown_scenario(tmp_path, capsys):
