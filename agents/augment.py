@@ -38,11 +38,8 @@ class AugmentCounts(BaseModel):
 class NameSwapper:
     """Replaces the names of a scenario in trajectories, consistently across all their turns."""
 
-    def __init__(self, swaps: NameSwaps, mix_word_counts: bool = False):
+    def __init__(self, swaps: NameSwaps):
         self.swaps = swaps
-        # Mixed counts give a name of one word a replacement of two and the other way round, so the
-        # model copies names of every length as often, however few of them the tasks hold.
-        self.mix_word_counts = mix_word_counts
         self._name_of_form = {form: name for name in swaps.names for form in name_forms(name)}
         alternation = "|".join(map(re.escape, sorted(self._name_of_form, key=len, reverse=True)))
         # Not inside a longer word: 'garden' matches in 'garden_notes_v2.txt' and '/garden/', but not
@@ -62,18 +59,7 @@ class NameSwapper:
         return list(found)
 
     def pick(self, names: list[str], rng: random.Random) -> dict[str, str]:
-        """A distinct fresh replacement for each name, with as many words, so the copy reads the same.
-
-        With `mix_word_counts`, each name's replacement has a word count drawn uniformly from those
-        the replacements have.
-        """
-        if self.mix_word_counts:
-            unused = {words: list(pool) for words, pool in self._pool.items()}
-            mapping = {}
-            for name in names:
-                pool = unused[rng.choice(sorted(words for words, left in unused.items() if left))]
-                mapping[name] = pool.pop(rng.randrange(len(pool)))
-            return mapping
+        """A distinct fresh replacement for each name, with as many words, so the copy reads the same."""
         mapping: dict[str, str] = {}
         for words in sorted({name_word_count(name) for name in names}):
             wanted = [name for name in names if name_word_count(name) == words]
@@ -87,16 +73,11 @@ class NameSwapper:
         Recorded token ids and log-probs belonged to the original text, so the copy drops them; the
         turns keep their roles and trainable flags, so mistake markers (by turn index) still apply.
         """
+        by_form = {form: new_form for name, replacement in mapping.items()
+                   for form, new_form in zip(name_forms(name), name_forms(replacement))}
+
         def replace(match: re.Match[str]) -> str:
-            found = match.group(1)
-            name = self._name_of_form[found]
-            if name not in mapping:
-                return found
-            forms, new_forms = name_forms(name), name_forms(mapping[name])
-            if found == forms[0] == forms[1]:
-                # A one-word name reads the same in a path and in prose; a longer replacement does not.
-                return new_forms[1] if _in_prose(match) else new_forms[0]
-            return new_forms[forms.index(found)]
+            return by_form.get(match.group(1), match.group(1))
 
         turns = [turn.model_copy(update={"text": self._pattern.sub(replace, turn.text), "token_ids": None,
                                          "logprobs": None}) if _swappable(turn) else turn
@@ -105,8 +86,7 @@ class NameSwapper:
         return trajectory.model_copy(update={"turns": turns, "metadata": metadata})
 
 
-def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int, seed: int = 0,
-                 mix_word_counts: bool = False) -> AugmentCounts:
+def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int, seed: int = 0) -> AugmentCounts:
     """Write every trajectory of `src` to `dst` as recorded, followed by `copies` name-swapped copies.
 
     Records that mention none of the names are written once. `dst` appears only when complete, so an
@@ -119,7 +99,7 @@ def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int
         raise AugmentError(f"no trajectory file {src}")
     if dst.resolve() == src.resolve():
         raise AugmentError(f"the output {dst} is the input; write the augmented data to a new file")
-    swapper = NameSwapper(swaps, mix_word_counts)
+    swapper = NameSwapper(swaps)
     rng = random.Random(seed)
     counts = AugmentCounts()
     reader = JsonlReader(src, Trajectory)
@@ -139,15 +119,6 @@ def augment_file(src: str | Path, dst: str | Path, swaps: NameSwaps, copies: int
         if counts.records == 0:
             raise AugmentError(f"{src} holds no valid trajectories ({counts.bad_lines} bad lines)")
     return counts
-
-
-def _in_prose(match: re.Match[str]) -> bool:
-    """Whether a name stands as a word of prose ('my garden notes'), not in a path, an identifier or a
-    quoted value ('/garden/', 'garden_v2', 'garden.txt', '"garden"'), where tools write names in snake_case."""
-    text, start, end = match.string, match.start(), match.end()
-    before, after = text[start - 1:start], text[end:end + 2]
-    in_path = after[:1] in ("/", "_") or (after[:1] == "." and after[1:2].isalnum())
-    return before in ("", " ", "\n") and not in_path
 
 
 def _swappable(turn: Turn) -> bool:

@@ -63,14 +63,10 @@ def main() -> int:
     parser.add_argument("--task-count", type=int, help="regenerate the scenario with this many tasks (more train data)")
     parser.add_argument("--swap-copies", type=int, default=0,
                         help="add N copies of each train trajectory with the scenario's names swapped (name_swaps)")
-    parser.add_argument("--mix-word-counts", action="store_true",
-                        help="swap each name for a fresh one of one or two words, whatever its own length")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     args = parser.parse_args()
     if args.swap_copies < 0:
         parser.error(f"--swap-copies must be 0 or more, got {args.swap_copies}")
-    if args.mix_word_counts and not args.swap_copies:
-        parser.error("--mix-word-counts needs --swap-copies")
 
     scenario_path = args.scenario
     if args.task_count:
@@ -96,8 +92,7 @@ def main() -> int:
             raise SystemExit(f"--swap-copies needs name_swaps in {scenario.name}'s scenario.yaml")
         started = time.perf_counter()
         augmented = out / f"train_swap{args.swap_copies}.jsonl"
-        augment_file(data, augmented, scenario.name_swaps, args.swap_copies, seed=args.seed,
-                     mix_word_counts=args.mix_word_counts)
+        augment_file(data, augmented, scenario.name_swaps, args.swap_copies, seed=args.seed)
         data = augmented
         timings["augment_s"] = time.perf_counter() - started
 
@@ -132,7 +127,7 @@ def main() -> int:
     decay = "" if args.weight_decay == SFTConfig().weight_decay else f"_wd{args.weight_decay:g}"
     batch = "" if args.batch_size == 8 else f"_batch{args.batch_size}"
     seed = f"_seed{args.seed}" if args.seed else ""
-    swap = f"_swap{args.swap_copies}{'mixed' if args.mix_word_counts else ''}" if args.swap_copies else ""
+    swap = f"_swap{args.swap_copies}" if args.swap_copies else ""
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
             f"{budget}{decay}{batch}{seed}{swap}")
     print(f"results: {write_results(name, payload, table)}")

@@ -65,27 +65,6 @@ def test_replacements_are_distinct_and_keep_the_word_count():
         assert len(set(mapping.values())) == 3
 
 
-def test_mixed_word_counts_draw_each_count_evenly_and_stay_distinct():
-    swapper = NameSwapper(SWAPS, mix_word_counts=True)
-    rng = random.Random(0)
-    two_words = {name: 0 for name in SWAPS.names}
-    for _ in range(400):
-        mapping = swapper.pick(["garden", "yoga_class", "book_club"], rng)
-        assert len(set(mapping.values())) == 3 and set(mapping.values()) <= set(SWAPS.replacements)
-        for name, replacement in mapping.items():
-            two_words[name] += "_" in replacement
-    # Two one-word replacements for three names: at most two names get one word, so the draws lean
-    # to two words a little; each name still gets both counts often.
-    assert all(150 < count < 320 for count in two_words.values()), two_words
-    copy = swapper.swap(trajectory(), {"garden": "kite_festival", "yoga_class": "pottery"})
-    assert copy.turns[1].text == "Rename my pottery notes to the kite festival folder."
-    assert "/home/user/kite_festival/gardening_2022.txt" in copy.turns[3].text
-    assert "see kite_festival_v2.txt" in copy.turns[3].text
-    quoted = Turn(role="assistant", text='{"name_contains": "garden"} Garden, garden. garden.txt', trainable=True)
-    copy = swapper.swap(trajectory().model_copy(update={"turns": [quoted]}), {"garden": "kite_festival"})
-    assert copy.turns[0].text == '{"name_contains": "kite_festival"} Kite festival, kite festival. kite_festival.txt'
-
-
 @pytest.mark.parametrize(("names", "replacements", "problem"), [
     (["garden"], ["garden", "pottery"], r"replacements must be fresh names, but \['garden'\]"),
     (["Yoga Class"], ["pottery"], r"'Yoga Class' is not a snake_case name"),
@@ -147,10 +126,5 @@ def test_cli_augments_and_reports_counts(tmp_path, capsys):
     assert "wrote 3 trajectories" in capsys.readouterr().out
     copies = read_jsonl(out, Trajectory)[1:]
     assert all(set(t.metadata[NAME_SWAP]) == {"yoga_class", "garden"} for t in copies)
-    mixed = tmp_path / "mixed.jsonl"
-    assert main(["augment", "--data", str(src), "--scenario", "filesystem", "--copies", "20", "--mix-word-counts",
-                 "--out", str(mixed)]) == 0
-    garden_words = {t.metadata[NAME_SWAP]["garden"].count("_") + 1 for t in read_jsonl(mixed, Trajectory)[1:]}
-    assert garden_words == {1, 2}
     assert main(["augment", "--data", str(src), "--scenario", "retail", "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "scenario retail has no name_swaps" in capsys.readouterr().err

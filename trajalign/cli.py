@@ -116,8 +116,6 @@ def _parser() -> argparse.ArgumentParser:
                          help="built-in scenario name, or folder or YAML file; its name_swaps lists the names")
     augment.add_argument("--copies", type=int, default=3, help="swapped copies per trajectory (default 3)")
     augment.add_argument("--seed", type=int, default=0, help="which replacements each copy gets (default 0)")
-    augment.add_argument("--mix-word-counts", action="store_true",
-                         help="draw each replacement's word count uniformly instead of keeping the name's")
     augment.add_argument("--out", required=True, type=Path,
                          help="new JSONL file: each trajectory as recorded, then its copies")
     augment.set_defaults(handler=_augment)
@@ -416,8 +414,7 @@ def _augment(args: argparse.Namespace) -> int:
               "(docs/scenarios.md)", file=sys.stderr)
         return 2
     try:
-        counts = augment_file(args.data, args.out, scenario.name_swaps, args.copies, args.seed,
-                              mix_word_counts=args.mix_word_counts)
+        counts = augment_file(args.data, args.out, scenario.name_swaps, args.copies, args.seed)
     except AugmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
