@@ -4,10 +4,12 @@ Tool use: two figures per agent: `env steps/s` counts only time inside `reset` a
 environment costs), `end-to-end steps/s` also counts the agent and the trajectory bookkeeping
 of `run_episode`. The target is >= 5,000 env steps/s per core.
 
-Web and MiniWoB++ (real Chromium, one browser per env, a fresh context per episode): steps/s over
-browser actions only (every action reaches the page), resets timed separately, and episodes/s
-with resets included. Web scenarios are played by their oracles; MiniWoB++ tasks by an agent that
-clicks a random element of the page (the episode ends when the page says so).
+Web and MiniWoB++ (real Chromium, one browser per env): steps/s over browser actions only (every
+action reaches the page), resets timed separately, and steps/s with resets included. Each
+environment runs twice: with the default reused page (wiped clean between episodes) and with a
+fresh browser context per episode (`reuse_page=False`), the baseline for the ratio. Web scenarios
+are played by their oracles; MiniWoB++ tasks by an agent that clicks a random element of the page
+(the episode ends when the page says so).
 
     python benchmarks/env_throughput.py [--steps 20000] [--kinds tool_use,web,miniwob] [--web-episodes 30]
 
@@ -108,33 +110,51 @@ def measure_browser(env, agent, episodes: int, task_ids: list[str] | None = None
             "episodes_per_s": episodes / total, "steps_per_s_with_resets": steps / total}
 
 
+# How each episode gets its page: the previous one wiped clean (the default), or a fresh browser context.
+PAGE_MODES = {"reused": {"reuse_page": True}, "fresh context": {"reuse_page": False}}
+
+
 def browser_rows(episodes: int) -> tuple[list[list], dict]:
     rows, payload = [], {}
     for name in builtin_scenarios():
         scenario = load_scenario(name)
         if scenario.kind != "web":
             continue
-        env = make_env(scenario).unwrapped
         tasks = scenario.tasks_in("train")
         task_ids = [task.id for task in tasks[:: max(1, len(tasks) // episodes)]][:episodes]
-        env.reset(seed=0)  # start the browser outside the timing
-        payload[f"{name}/oracle"] = result = measure_browser(env, OracleAgent(scenario), episodes, task_ids)
-        env.close()
-        rows.append(_browser_row(name, "oracle", result))
-    env = gym.make("trajalign/MiniWoB-v0", task=MINIWOB_TASKS[0]).unwrapped
-    env.reset(seed=0)
+        results = {}
+        for mode, options in PAGE_MODES.items():
+            env = make_env(scenario, **options).unwrapped
+            env.reset(seed=0)  # start the browser outside the timing
+            results[mode] = measure_browser(env, OracleAgent(scenario), episodes, task_ids)
+            env.close()
+        rows += _mode_rows(name, "oracle", results, payload)
     task_ids = [f"{task}/{seed}" for seed in range(episodes) for task in MINIWOB_TASKS][: episodes * 2]
-    payload["miniwob/random-click"] = result = measure_browser(env, RandomClicker(), len(task_ids), task_ids)
-    env.close()
-    rows.append(_browser_row(f"miniwob ({len(MINIWOB_TASKS)} tasks)", "random-click", result))
+    results = {}
+    for mode, options in PAGE_MODES.items():
+        env = gym.make("trajalign/MiniWoB-v0", task=MINIWOB_TASKS[0], **options).unwrapped
+        env.reset(seed=0)
+        results[mode] = measure_browser(env, RandomClicker(), len(task_ids), task_ids)
+        env.close()
+    rows += _mode_rows(f"miniwob ({len(MINIWOB_TASKS)} tasks)", "random-click", results, payload)
     return rows, payload
 
 
-def _browser_row(name: str, agent: str, result: dict) -> list:
-    print(f"{name:<24}{agent:<14}{result['steps_per_s']:>8.1f} steps/s", file=sys.stderr)
-    return [name, agent, result["episodes"], result["steps"], f"{result['steps_per_s']:.1f}",
+def _mode_rows(name: str, agent: str, results: dict[str, dict], payload: dict) -> list[list]:
+    """One row per page mode; the reused page's row carries its ratio to the fresh-context baseline."""
+    baseline = results["fresh context"]
+    for mode, result in results.items():
+        payload[f"{name.split()[0]}/{agent}/{mode}"] = result
+    return [_browser_row(name, agent, mode, result, baseline if mode != "fresh context" else None)
+            for mode, result in results.items()]
+
+
+def _browser_row(name: str, agent: str, mode: str, result: dict, baseline: dict | None = None) -> list:
+    print(f"{name:<24}{agent:<14}{mode:<15}{result['steps_per_s']:>8.1f} steps/s", file=sys.stderr)
+    ratio = f"{result['steps_per_s_with_resets'] / baseline['steps_per_s_with_resets']:.2f}x" if baseline else ""
+    return [name, agent, mode, result["episodes"], result["steps"], f"{result['steps_per_s']:.1f}",
             f"{result['mean_step_ms']:.0f}", f"{result['mean_reset_ms']:.0f}", f"{result['episodes_per_s']:.2f}",
-            f"{result['steps_per_s_with_resets']:.1f}"]
+            f"{result['steps_per_s_with_resets']:.1f}", ratio]
 
 
 def main() -> int:
@@ -146,8 +166,8 @@ def main() -> int:
     kinds = set(args.kinds.split(","))
     if kinds & {"web", "miniwob"}:
         rows, payload = browser_rows(args.web_episodes)
-        table = markdown_table(["environment", "agent", "episodes", "steps", "steps/s", "ms/step", "ms/reset",
-                                "episodes/s", "steps/s with resets"], rows)
+        table = markdown_table(["environment", "agent", "episode page", "episodes", "steps", "steps/s", "ms/step",
+                                "ms/reset", "episodes/s", "steps/s with resets", "with resets vs fresh context"], rows)
         print(table)
         load = os.getloadavg()
         print(f"results: {write_results('env_throughput_web', {'results': payload, 'load_average': load}, table)}")

@@ -66,14 +66,30 @@ function () {
     return send.apply(this, arguments);
   };
 
+  // Only a script can change a document once it has loaded. A loaded document with no script of its
+  // own (no <script>, no inline handler, no javascript: URL, no frame) is settled at once; the
+  // quiet window below is for documents that have one. (Our own helpers never change the DOM.)
+  const scriptless = () => {
+    if (T.scriptless === undefined) {
+      const handlers = document.evaluate("count(//@*[starts-with(name(), 'on')])", document, null,
+                                         XPathResult.NUMBER_TYPE, null).numberValue;
+      T.scriptless = document.scripts.length === 0 && window.frames.length === 0 && handlers === 0
+        && !document.querySelector('[href^="javascript:" i], [action^="javascript:" i]');
+    }
+    return T.scriptless;
+  };
+
   // Resolves once the document is loaded, no fetch/XHR is pending and the DOM has not changed for
-  // quietMs; gives up (resolving false) after maxMs so an always-animating page cannot stall a step.
+  // quietMs since the call (so a change an action's handler schedules for a few ms later is seen;
+  // not waited for in a scriptless document); gives up (resolving false) after maxMs so an
+  // always-animating page cannot stall a step.
   T.idle = (quietMs, maxMs) => new Promise((resolve) => {
     const start = performance.now();
     const check = () => {
       const now = performance.now();
       if (T.leaving) resolve('leaving');
-      else if (document.readyState === 'complete' && T.pending <= 0 && now - T.lastMutation >= quietMs) resolve(true);
+      else if (document.readyState === 'complete' && T.pending <= 0
+               && (now - Math.max(T.lastMutation, start) >= quietMs || scriptless())) resolve(true);
       else if (now - start >= maxMs) resolve(false);
       else setTimeout(check, Math.max(2, Math.min(10, quietMs / 2)));
     };

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from trajalign.envs.gateway import LoopbackGateway
 
@@ -242,18 +243,24 @@ def _shutdown_driver() -> None:
 
 
 class BrowserSession:
-    """One Chromium process behind its own loopback gateway; a fresh context and page per episode.
+    """One Chromium process behind its own loopback gateway, and the page an episode runs in.
+
+    Each episode either gets the previous episode's page back, wiped clean (`reuse_page`, the
+    default), or a fresh browser context and page. Wiping costs about one navigation; a fresh
+    context costs a renderer process start and profile set-up, CPU that competes with the steps
+    of the episode on a small machine. A crashed page or browser always gets a fresh context.
 
     All `async` methods run on the driver's loop (use `call`). The browser starts on the first
     `new_page` and is relaunched there after a crash.
     """
 
     def __init__(self, chromium: str | None = None, viewport: tuple[int, int] = (1024, 768),
-                 extra_args: tuple[str, ...] = (), launch_timeout_s: float = 60.0):
+                 extra_args: tuple[str, ...] = (), launch_timeout_s: float = 60.0, reuse_page: bool = True):
         self.chromium = find_chromium(chromium)
         self.viewport = viewport
         self.extra_args = tuple(extra_args)
         self.launch_timeout_s = launch_timeout_s
+        self.reuse_page = reuse_page
         self.driver = BrowserDriver.acquire()
         self.gateway = LoopbackGateway()
         self.browser_id = ""
@@ -262,6 +269,8 @@ class BrowserSession:
         self._context: Any = None
         self.page: Any = None
         self._spare: asyncio.Future | None = None  # the next episode's (context, page, browser)
+        self._devtools: Any = None  # the reused page's DevTools session, for wiping it
+        self._origins: set[str] = set()  # origins the reused page has shown since it was last wiped
         self._closing: set[asyncio.Future] = set()
         self.crashed: str | None = None  # why the browser or page is unusable, once it is
         self._closed = False
@@ -299,13 +308,21 @@ class BrowserSession:
 
     async def new_page(self, on_page: Callable[[Any], Awaitable[None]] | None = None,
                        preload: str | None = None) -> Any:
-        """Close the previous episode's context and open a new one with one page; relaunch a dead browser.
+        """The page for a new episode, with nothing of earlier episodes in it; relaunch a dead browser.
 
-        The next episode's context and page are prepared in the background while this one runs (a
-        new page costs a renderer process start), so a reset mostly costs loading the first page.
-        With `preload`, that page also loads this URL ahead of time (for static pages only: it is
-        served while the current episode runs); the caller checks `page.url` before navigating.
+        With `reuse_page`, the previous episode's page comes back wiped (see `_wipe_page`) and
+        `on_page` is not called again: what it set up on the page is still there. Otherwise the
+        previous context closes and a new one opens. The next episode's context and page are then
+        prepared in the background while this one runs, so a reset mostly costs loading the first
+        page. With `preload`, that page also loads this URL ahead of time (for static pages only: it
+        is served while the current episode runs); the caller checks `page.url` before navigating.
         """
+        if self.reuse_page and self._page_reusable():
+            try:
+                await self._wipe_page()
+                return self.page
+            except Exception:  # a page that cannot be wiped is not reused: a fresh context follows
+                pass
         await self.close_context(wait=False)
         if self.crashed or self._browser is None or not self._browser.is_connected():
             await self._relaunch()
@@ -331,8 +348,36 @@ class BrowserSession:
         self.page.on("crash", self._on_crash)
         if on_page is not None:
             await on_page(self.page)
-        self._spare = asyncio.ensure_future(self._make_context(self._browser, preload))
+        if self.reuse_page:
+            self._origins = set()
+            self.page.on("framenavigated", self._note_origin)
+            self._devtools = await self._context.new_cdp_session(self.page)
+        else:
+            self._spare = asyncio.ensure_future(self._make_context(self._browser, preload))
         return self.page
+
+    def _page_reusable(self) -> bool:
+        return (self.page is not None and self._devtools is not None and not self.page.is_closed()
+                and not self.crashed and self._browser is not None and self._browser.is_connected())
+
+    async def _wipe_page(self) -> None:
+        """Leave the page at about:blank with no cookies, storage, caches or history of earlier episodes.
+
+        The old document is left first, so none of its scripts can write anything after the wipe.
+        What is wiped, for every origin the page has shown: cookies (all of them), local and session
+        storage, IndexedDB, Cache Storage and service workers; then the back/forward list.
+        """
+        await self.page.goto("about:blank")
+        await self._context.clear_cookies()
+        for origin in sorted(self._origins):
+            await self._devtools.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
+        self._origins.clear()
+        await self._devtools.send("Page.resetNavigationHistory")
+
+    def _note_origin(self, frame: Any) -> None:
+        parts = urlsplit(frame.url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            self._origins.add(f"{parts.scheme}://{parts.netloc}")
 
     async def _make_context(self, browser: Any, preload: str | None) -> tuple[Any, Any, Any]:
         from trajalign.envs.accessibility import INIT_SCRIPT
@@ -355,7 +400,7 @@ class BrowserSession:
         return context, page, browser
 
     async def close_context(self, wait: bool = True) -> None:
-        context, self._context, self.page = self._context, None, None
+        context, self._context, self.page, self._devtools = self._context, None, None, None
         if context is not None:
             if wait:
                 await _close_context_quietly(context)

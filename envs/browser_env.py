@@ -1,6 +1,8 @@
 """`BrowserEnv`: what the web and MiniWoB++ environments share.
 
-One Chromium process per environment, kept across episodes; a fresh browser context per episode.
+One Chromium process per environment, kept across episodes. Each episode starts on a page with
+nothing of earlier episodes in it: the same page wiped clean (`reuse_page=True`, the default) or a
+fresh browser context (`reuse_page=False`); see `BrowserSession`.
 The observation is the page as an accessibility tree (envs/accessibility.py) under the goal, the
 URL and the last action's error. Actions are the web actions of envs/web_actions.py.
 
@@ -63,6 +65,7 @@ class BrowserEnv(gym.Env[str, str]):
         idle_max_ms: int = 2000,
         chromium: str | None = None,
         viewport: tuple[int, int] = (1024, 768),
+        reuse_page: bool = True,
         render_mode: str | None = None,
     ):
         self.host = host
@@ -76,6 +79,7 @@ class BrowserEnv(gym.Env[str, str]):
         self.idle_max_ms = idle_max_ms
         self.chromium = chromium
         self.viewport = tuple(viewport)
+        self.reuse_page = reuse_page
         self.render_mode = render_mode
         self.action_space = UnicodeText(max_action_chars)
         self.observation_space = UnicodeText(max_observation_chars)
@@ -253,7 +257,7 @@ class BrowserEnv(gym.Env[str, str]):
 
     def _session(self) -> BrowserSession:
         if self.session is None:
-            self.session = BrowserSession(self.chromium, viewport=self.viewport)
+            self.session = BrowserSession(self.chromium, viewport=self.viewport, reuse_page=self.reuse_page)
             # An env dropped without close() still releases its browser.
             self._finalizer = weakref.finalize(self, self.session.close)
         return self.session
@@ -365,12 +369,9 @@ class BrowserEnv(gym.Env[str, str]):
         options = {"quietMs": self.idle_quiet_ms, "maxIdleMs": self.idle_max_ms,
                    "maxNavigationMs": self.navigation_timeout_s * 1000, **self._snapshot_options()}
         last_error: Exception | None = None
-        for _ in range(6):  # a navigation may replace the document while we read it: read the new one
-            try:
-                await page.wait_for_load_state("load", timeout=self.navigation_timeout_s * 1000)
-            except Exception as exc:
-                if self.session.crashed or any(marker in str(exc) for marker in _CLOSED_MARKERS):
-                    raise BrowserError(self.session.crashed or _first_line(exc)) from None
+        # A navigation may replace the document while the script waits in it: the evaluation then
+        # fails and runs again in the new document, where the script itself waits for the load.
+        for _ in range(6):
             try:
                 data = await page.evaluate(SNAPSHOT_SCRIPT, options)
                 if data is None:  # a document without the helpers (an error page): install them

@@ -239,6 +239,26 @@ def test_bad_actions_are_rejected_counted_and_end_the_episode_at_the_limit(wiki_
         wiki_env.step("click(nav-home)")
 
 
+def test_the_page_is_read_once_settled_and_a_scriptless_page_at_once(tmp_path):
+    # A document with a script of its own (here an inline handler) may still change after it has
+    # loaded: it is read once the DOM has been quiet for idle_quiet_ms. Only a script can change a
+    # document, so one without any is read as soon as it has loaded.
+    page = ("<button id='later' onclick=\"setTimeout(() => document.body.insertAdjacentHTML('beforeend', "
+            "'<p>Changed after 300 ms</p>'), 300)\">Change the page</button><a id='plain' href='/plain'>Plain</a>")
+    routes = "        if request.path == '/plain':\n            return '<h1>Plain page</h1><a id=\"home\" href=\"/\">Home</a>'"
+    env = make(load_scenario(write_scenario(tmp_path / "settling", page, routes)), idle_quiet_ms=1500)
+    try:
+        env.reset(seed=0)
+        started = time.perf_counter()
+        observation, *_ = env.step("click(later)")
+        assert "Changed after 300 ms" in observation and time.perf_counter() - started >= 1.5
+        started = time.perf_counter()
+        observation, *_ = env.step("click(plain)")
+        assert "Plain page" in observation and time.perf_counter() - started < 1.0
+    finally:
+        env.close()
+
+
 def test_an_action_the_page_blocks_times_out_with_a_clear_error(tmp_path):
     page = ("<title>Covered</title><button id='buy' style='position:absolute;top:40px;left:40px'>Buy</button>"
             "<div id='cookie-banner' style='position:fixed;top:0;left:0;width:300px;height:200px;"
@@ -388,6 +408,50 @@ def test_killing_the_browser_mid_episode_is_an_env_error_and_the_next_episode_wo
     observation, reward, terminated, truncated, info = env.step(task.oracle[0].to_text())
     assert (info["status"], terminated, reward) == ("env_error", True, 0.0)
     assert run_episode(env, OracleAgent(wiki), seed=0, task_id=task.id).status == "success"
+
+
+_WRITE_EVERYTHING = """async () => {
+  document.cookie = 'visited=1; max-age=9999';
+  localStorage.setItem('local', '1');
+  sessionStorage.setItem('session', '1');
+  await new Promise((done) => {
+    const open = indexedDB.open('db', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('store');
+    open.onsuccess = () => {
+      const write = open.result.transaction('store', 'readwrite');
+      write.objectStore('store').put(1, 'key');
+      write.oncomplete = () => { open.result.close(); done(); };
+    };
+  });
+  // A script still running when the episode ends must not leave anything behind either.
+  setInterval(() => localStorage.setItem('late', '1'), 1);
+  while (!localStorage.getItem('late')) await new Promise((tick) => setTimeout(tick, 1));
+}"""
+_READ_EVERYTHING = """async () => ({cookie: document.cookie, local: localStorage.length, session: sessionStorage.length,
+  indexedDB: (await indexedDB.databases()).length})"""
+
+
+@pytest.mark.parametrize("reuse_page", [True, False], ids=["reused-page", "fresh-context"])
+def test_nothing_of_an_episode_reaches_the_next(tmp_path, reuse_page):
+    page = "<h1>Start</h1><a id='other' href='/other'>Other</a>"
+    env = make(load_scenario(write_scenario(tmp_path / "isolated", page)), reuse_page=reuse_page)
+    try:
+        env.reset(seed=0)
+        env.step("click(other)")
+        session = env.session
+        session.call(session.page.evaluate(_WRITE_EVERYTHING), timeout=30)
+        assert session.call(session.page.evaluate(_READ_EVERYTHING), timeout=30) == {
+            "cookie": "visited=1", "local": 2, "session": 1, "indexedDB": 1}
+        first_page = session.page
+        env.reset(seed=0)
+        assert (session.page is first_page) == reuse_page
+        assert session.call(session.page.evaluate(_READ_EVERYTHING), timeout=30) == {
+            "cookie": "", "local": 0, "session": 0, "indexedDB": 0}
+        observation, *_, info = env.step("go_back()")  # the last episode's pages are out of reach
+        assert info["action_error"] == "There is no previous page to go back to."
+        assert info["url"] == env.scenario.origin + "/"
+    finally:
+        env.close()
 
 
 def test_one_browser_per_env_across_episodes_and_close_releases_it():
