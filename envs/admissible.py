@@ -115,6 +115,7 @@ class AdmissibleActionEnv(gym.Env):
         self._candidates: list[Candidate] = []
         self._info: dict[str, Any] = {}
         self._potential = 0.0
+        self._start_state: Any = {}  # the episode's state at reset, for the shaping potential
         self._admissible: dict[tuple[bytes, str], bool] = {}  # (state digest, call) -> dry-run verdict
         self._ranked: dict[tuple[str, str], list[Span]] = {}  # (parameter, type) -> spans, best first; per step
 
@@ -128,6 +129,8 @@ class AdmissibleActionEnv(gym.Env):
         self._admissible.clear()
         self._history.spans += _spans(observation, "goal", 0)
         self._history.spans += _spans(info.get("instructions", "") or "", "instructions", 0, whole=False)
+        if self.shaping:
+            self._start_state = copy_state(_checked_state(self.env.unwrapped))
         self._potential = self._progress() if self.shaping else 0.0
         return self._observe(observation)
 
@@ -364,7 +367,7 @@ class AdmissibleActionEnv(gym.Env):
         gold = getattr(env.scenario, "_gold_states", {}).get(task.id)
         state_share = 0.0
         if gold is not None:
-            start, now, target = _leaves(task.initial_state), _leaves(env.state), _leaves(gold)
+            start, now, target = _leaves(self._start_state), _leaves(_checked_state(env)), _leaves(gold)
             changes = {path for path in start.keys() | target.keys() if start.get(path) != target.get(path)}
             made = sum(now.get(path) == target.get(path) for path in changes)
             wrong = sum(now.get(path) != start.get(path) for path in now.keys() | start.keys() if path not in changes)
@@ -373,6 +376,12 @@ class AdmissibleActionEnv(gym.Env):
 
 
 # ---- helpers --------------------------------------------------------------------------------------
+
+
+def _checked_state(env: Any) -> Any:
+    """The state the task's success check reads: a tool-use env's state, a web env's site state."""
+    site = getattr(env, "site", None)
+    return site.state if site is not None else env.state
 
 
 def _admissible(env: Any, call: ToolCall) -> bool:

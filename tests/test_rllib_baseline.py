@@ -101,12 +101,13 @@ def test_every_env_id_registers_with_rllib():
     env.close()
 
 
-def test_ppo_baseline_command_runs_one_iteration(local_ray, tmp_path, capsys):
+@pytest.mark.parametrize("scenario", ["retail", "wiki"])  # wiki: the web page's listed actions, in Chromium
+def test_ppo_baseline_command_runs_one_iteration(local_ray, tmp_path, capsys, scenario):
     from trajalign.cli import main
 
     out = tmp_path / "ppo"
     summary = tmp_path / "summary.json"
-    assert main(["baseline", "ppo", "--scenario", "retail", "--iterations", "1", "--out", str(out), "--episodes", "4",
+    assert main(["baseline", "ppo", "--scenario", scenario, "--iterations", "1", "--out", str(out), "--episodes", "4",
                  "--train-batch-size", "200", "--env-runners", "0", "--summary-json", str(summary),
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -162,9 +162,11 @@ def _parser() -> argparse.ArgumentParser:
 
     baseline = commands.add_parser("baseline", help="non-LLM baselines on the same tasks").add_subparsers(
         dest="baseline_command", required=True)
-    ppo = baseline.add_parser("ppo", help="RLlib PPO choosing among admissible tool calls; evaluated on the test "
-                                          "split like `trajalign eval` (docs/ray.md)")
-    ppo.add_argument("--scenario", required=True, help="a tool-use scenario: built-in name, folder, or YAML file")
+    ppo = baseline.add_parser("ppo", help="RLlib PPO choosing among admissible actions (tool calls, or a web "
+                                          "page's listed actions); evaluated on the test split like `trajalign "
+                                          "eval` (docs/ray.md)")
+    ppo.add_argument("--scenario", required=True, help="a tool-use or web scenario: built-in name, folder, or YAML "
+                                                        "file")
     ppo.add_argument("--iterations", type=int, default=20, help="PPO training iterations")
     ppo.add_argument("--out", required=True, type=Path, help="run directory (metrics, checkpoint, test trajectories)")
     ppo.add_argument("--episodes", type=int, default=100, help="test tasks to evaluate on")
@@ -507,10 +509,6 @@ def _baseline_ppo(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     scenario = load_scenario(args.scenario)
-    if scenario.kind != "tool_use":
-        print(f"error: {scenario.name} is a {scenario.kind} scenario; the PPO baseline needs a tool-use one",
-              file=sys.stderr)
-        return 2
     # Imported here: Ray, RLlib and torch take seconds to import.
     from trajalign.baseline import PPOSettings, train_ppo_baseline
     from trajalign.ray_cluster import ray_session
