@@ -19,9 +19,9 @@ fixed: they are the benchmark.
 Rows: base, sft, dpo (ETO-style), dmpo, stepwise, ppo. Columns: test success and mean reward,
 mean ± std over seeds, and test episodes per seed. A row a seed could not train (stepwise when
 branching found no value gap, so no branch pairs) is left out of that seed's mean and the table
-says how many seeds it has. PPO runs on tool-use domains only: a PPO iteration on a web env is
-2,000 browser steps (minutes each at about 10 steps/s), so web domains show n/a here; the web envs
-list their admissible actions, and `trajalign baseline ppo --scenario shop` trains PPO on them.
+says how many seeds it has. On a web domain PPO chooses among the actions the page lists, and each
+iteration's 2,000 steps drive Chromium (about a minute and a half at the 20-plus steps/s of
+docs/benchmarks.md).
 
 Web domains need longer contexts: their episodes (an accessibility tree per observation) are
 3,000 to 6,000 tokens, so web models read 8,192 positions instead of 2,048 (same width and depth),
@@ -192,16 +192,13 @@ def run_pipelines(cells: list[Cell], size: Size, jobs: int) -> dict[tuple[str, i
 
 
 def run_ppo(cells: list[Cell], size: Size) -> dict[tuple[str, int], Any]:
-    """PPO on every tool-use cell, one Ray session for all; a finished run with the same settings is reused."""
+    """PPO on every cell, one Ray session for all; a finished run with the same settings is reused."""
     from trajalign.baseline import BaselineResult, train_ppo_baseline
     from trajalign.ray_cluster import ray_session
 
     results: dict[tuple[str, int], Any] = {}
-    todo = [cell for cell in cells if not cell.web]
-    if not todo:
-        return results
     with ray_session():
-        for cell in todo:
+        for cell in cells:
             settings, out = ppo_settings(cell, size), cell.out / "ppo"
             previous = out / "result.json"
             if previous.is_file():
@@ -252,13 +249,11 @@ def aggregate(scores: dict[tuple[str, int], dict[str, dict[str, Any]]], domains:
     return summary
 
 
-def results_table(summary: list[dict[str, Any]], total_seeds: int, web_domains: set[str]) -> str:
+def results_table(summary: list[dict[str, Any]], total_seeds: int) -> str:
     rows = []
     for entry in summary:
         if entry["seeds"] == 0:
-            why = "n/a (web: PPO not run, minutes per iteration)" if entry["row"] == "ppo" and entry["domain"] in web_domains \
-                else "n/a (no pairs in any seed)"
-            rows.append([entry["domain"], ROWS[entry["row"]], why, "", "", "", ""])
+            rows.append([entry["domain"], ROWS[entry["row"]], "n/a (no pairs in any seed)", "", "", "", ""])
             continue
         seeds = str(entry["seeds"]) if entry["seeds"] == total_seeds else f"{entry['seeds']} of {total_seeds}"
         rows.append([entry["domain"], ROWS[entry["row"]],
@@ -337,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
 
     name = "alignment_table" if args.size == "full" else f"alignment_table_{args.size}"
-    web = {cell.domain for cell in cells if cell.web}
-    table = (f"{results_table(summary, len(args.seeds), web)}\n\n"
+    table = (f"{results_table(summary, len(args.seeds))}\n\n"
              f"Size {args.size}, seeds {' '.join(map(str, args.seeds))}, wall time {seconds / 60:.1f} min.\n\n"
              "Published results, for reference only: 7B models fine-tuned on expert data, not comparable with a "
              f"tiny model trained from scratch on CPU.\n\n{published_table()}")
