@@ -20,8 +20,7 @@ Rows: base, sft, dpo (ETO-style), dmpo, stepwise, ppo. Columns: test success and
 mean ± std over seeds, and test episodes per seed. A row a seed could not train (stepwise when
 branching found no value gap, so no branch pairs) is left out of that seed's mean and the table
 says how many seeds it has. On a web domain PPO chooses among the actions the page lists, and each
-iteration's 2,000 steps drive Chromium (about a minute and a half at the 20-plus steps/s of
-docs/benchmarks.md).
+iteration's 2,000 steps drive Chromium (about 2 minutes on 2 cores; docs/benchmarks.md).
 
 Web domains need longer contexts: their episodes (an accessibility tree per observation) are
 3,000 to 6,000 tokens, so web models read 8,192 positions instead of 2,048 (same width and depth),
