@@ -122,22 +122,26 @@ def browser_rows(episodes: int) -> tuple[list[list], dict]:
             continue
         tasks = scenario.tasks_in("train")
         task_ids = [task.id for task in tasks[:: max(1, len(tasks) // episodes)]][:episodes]
-        results = {}
-        for mode, options in PAGE_MODES.items():
-            env = make_env(scenario, **options).unwrapped
-            env.reset(seed=0)  # start the browser outside the timing
-            results[mode] = measure_browser(env, OracleAgent(scenario), episodes, task_ids)
-            env.close()
+        results = _in_each_mode(lambda options: make_env(scenario, **options).unwrapped, OracleAgent(scenario),
+                                episodes, task_ids)
         rows += _mode_rows(name, "oracle", results, payload)
     task_ids = [f"{task}/{seed}" for seed in range(episodes) for task in MINIWOB_TASKS][: episodes * 2]
-    results = {}
-    for mode, options in PAGE_MODES.items():
-        env = gym.make("trajalign/MiniWoB-v0", task=MINIWOB_TASKS[0], **options).unwrapped
-        env.reset(seed=0)
-        results[mode] = measure_browser(env, RandomClicker(), len(task_ids), task_ids)
-        env.close()
+    results = _in_each_mode(
+        lambda options: gym.make("trajalign/MiniWoB-v0", task=MINIWOB_TASKS[0], **options).unwrapped,
+        RandomClicker(), len(task_ids), task_ids)
     rows += _mode_rows(f"miniwob ({len(MINIWOB_TASKS)} tasks)", "random-click", results, payload)
     return rows, payload
+
+
+def _in_each_mode(make, agent, episodes: int, task_ids: list[str]) -> dict[str, dict]:
+    """`measure_browser` in an env made by `make(options)`, once for each page mode."""
+    results = {}
+    for mode, options in PAGE_MODES.items():
+        env = make(options)
+        env.reset(seed=0)  # start the browser outside the timing
+        results[mode] = measure_browser(env, agent, episodes, task_ids)
+        env.close()
+    return results
 
 
 def _mode_rows(name: str, agent: str, results: dict[str, dict], payload: dict) -> list[list]:
