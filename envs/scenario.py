@@ -15,7 +15,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -187,6 +187,29 @@ class Scenario(BaseModel):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return [task for task in self.tasks if task.split == split]
+
+    def with_tasks(self, tasks: Sequence[Task], drop_failing: bool = False) -> "Scenario":
+        """This scenario with other tasks (same tools and limits), each checked by replaying its oracle.
+
+        Every task needs its split set. A task whose oracle fails raises ScenarioError naming it, or
+        with `drop_failing` is left out.
+        """
+        unsplit = [task.id for task in tasks if task.split is None]
+        if unsplit:
+            raise ScenarioError(f"scenario '{self.name}': tasks without a split: {unsplit[:5]}")
+        copy = self.model_copy(update={"tasks": []})
+        gold_states: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            try:
+                gold_states[task.id] = _run_oracle(copy, task, self.path)
+            except ScenarioError:
+                if not drop_failing:
+                    raise
+        kept = [task for task in tasks if task.id in gold_states]
+        copy = self.model_copy(update={"tasks": kept})
+        copy._by_id = {task.id: task for task in kept}
+        copy._gold_states = gold_states
+        return copy
 
     def succeeded(self, task: Task, final_state: dict[str, Any], answer: str | None) -> bool:
         """Did the episode reach the task's goal state and give an answer with the required facts?"""

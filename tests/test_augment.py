@@ -5,11 +5,12 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from trajalign.agents.augment import NAME_SWAP, AugmentError, NameSwapper, augment_file
+from trajalign.agents import OracleAgent, run_rollouts
+from trajalign.agents.augment import NAME_SWAP, AugmentError, NameSwapper, augment_file, name_swapped_scenario
 from trajalign.cli import main
 from trajalign.envs import Trajectory, Turn, load_scenario
 from trajalign.envs.jsonl import read_jsonl
-from trajalign.envs.scenario import NameSwaps
+from trajalign.envs.scenario import NameSwaps, ScenarioError
 from trajalign.envs.trajectory import EpisodeTiming
 
 SWAPS = NameSwaps(names=["garden", "yoga_class", "book_club"],
@@ -117,6 +118,44 @@ def test_the_filesystem_scenario_swaps_every_topic_for_a_fresh_one():
     for words in (1, 2):  # enough replacements of each shape for every topic at once
         names = [name for name in swaps.names if name.count("_") + 1 == words]
         assert len(set(swapper.pick(names, random.Random(0)).values())) == len(names)
+
+
+def test_name_swapped_tasks_are_whole_tasks_the_oracle_still_solves(tmp_path):
+    scenario = load_scenario("filesystem")
+    swapped, dropped = name_swapped_scenario(scenario, "train", seed=3)
+    originals = scenario.tasks_in("train")
+    assert dropped == 0 and [t.id for t in swapped.tasks] == [f"{t.id}-swapped" for t in originals]
+    assert all(t.split == "train" for t in swapped.tasks)
+    swapper = NameSwapper(scenario.name_swaps)
+    for original, copy in zip(originals, swapped.tasks):
+        topic = original.group.split(":")[1]
+        new_topic = copy.group.split(":")[1]
+        assert new_topic in scenario.name_swaps.replacements  # the group names the fresh topic
+        text = copy.model_dump_json()
+        assert not swapper.names_in_task(copy), f"{copy.id} still mentions {swapper.names_in_task(copy)}"
+        assert topic not in text and new_topic in text
+        assert [c.name for c in copy.oracle] == [c.name for c in original.oracle]  # tools are never renamed
+        assert any(new_topic in path for path in copy.initial_state["files"])  # file paths (dict keys) too
+    # The swapped tasks are playable: the oracle solves every one of them in the environment.
+    summary = run_rollouts(swapped, lambda: OracleAgent(swapped), "train", 40, seed=0, out=tmp_path / "o.jsonl",
+                           progress=False)
+    assert summary.episodes == 40 and summary.success_rate == 1.0
+    again, _ = name_swapped_scenario(scenario, "train", seed=3)
+    assert again.tasks == swapped.tasks  # the same seed, the same copies
+    assert name_swapped_scenario(scenario, "train", seed=4)[0].tasks != swapped.tasks
+    with pytest.raises(AugmentError, match="scenario 'retail' has no name_swaps"):
+        name_swapped_scenario(load_scenario("retail"), "train")
+
+
+def test_a_scenario_copy_checks_its_tasks_oracles():
+    scenario = load_scenario("filesystem")
+    good = scenario.tasks_in("train")[0]
+    broken = good.model_copy(update={"id": "broken", "required_outputs": ["nowhere in the answer"]})
+    with pytest.raises(ScenarioError, match="task 'broken'.*lacks required outputs"):
+        scenario.with_tasks([good, broken])
+    copy = scenario.with_tasks([good, broken], drop_failing=True)
+    assert [t.id for t in copy.tasks] == [good.id] and copy.task(good.id) == good
+    assert len(scenario.tasks) == 600  # the original is untouched
 
 
 def test_cli_augments_and_reports_counts(tmp_path, capsys):
