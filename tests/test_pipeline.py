@@ -6,7 +6,10 @@ import pytest
 import yaml
 
 from trajalign.cli import main
-from trajalign.pipeline import PipelineError, RunConfig, load_config
+from trajalign.alignment import PreferencePair
+from trajalign.envs import Trajectory
+from trajalign.envs.jsonl import read_jsonl
+from trajalign.pipeline import PipelineError, RunConfig, load_config, run_pipeline
 
 SMOKE = {
     "scenario": "filesystem",
@@ -59,6 +62,26 @@ def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys):
     assert main(["run", "--config", str(config), "--no-progress"]) == 0
     assert (out / "rollouts.jsonl").read_text() == before  # nothing was sampled again
     assert "already complete" not in capsys.readouterr().err
+
+
+def test_exploring_with_swapped_names_rolls_out_and_pairs_on_the_copies(smoke_run, tmp_path):
+    _, smoke_out, _ = smoke_run
+    config = RunConfig.model_validate({
+        **SMOKE, "out": tmp_path / "swapped", "model": {"path": smoke_out / "sft" / "model"}, "sft": {"enabled": False},
+        "rollouts": {"tasks": 6, "samples_per_task": 1, "max_new_tokens": 48, "swap_names": True},
+        "train": {"algorithms": ["dpo"], "config": SMOKE["train"]["config"]}, "eval": {"episodes": 2}})
+    result = run_pipeline(config, progress=False, log=lambda _: None)
+    rollouts = read_jsonl(config.out / "rollouts.jsonl", Trajectory)
+    expert = read_jsonl(config.out / "expert.jsonl", Trajectory)
+    assert len(rollouts) == 6 and all(t.task_id.endswith("-swapped") for t in rollouts + expert)
+    assert all(t.success for t in expert)  # the oracle solves the copies it is the chosen side of
+    pairs = read_jsonl(config.out / "pairs-outcome.jsonl", PreferencePair)
+    assert pairs and all(pair.task_id.endswith("-swapped") for pair in pairs)
+    assert [row.name for row in result.rows] == ["sft", "dpo"]  # evaluated on the real test tasks
+    retail = config.model_copy(update={"scenario": "retail", "out": tmp_path / "retail"})
+    with pytest.raises(PipelineError, match="rollouts.swap_names needs a scenario with name_swaps"):
+        run_pipeline(retail, progress=False, log=lambda _: None)
+    assert not (tmp_path / "retail" / "rollouts.jsonl").exists()
 
 
 def test_config_errors_name_the_field(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from trajalign.agents import NoiseRates, NoisyOracleAgent, run_rollouts
+from trajalign.agents.augment import name_swapped_scenario
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
 from trajalign.agents.rollout import episode_plan
@@ -117,6 +118,17 @@ def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, r
     assert sorted(Counter((t.task_id, t.seed) for t in written).values()) == [1] * len(llm_plan)
     assert _content(written) == _content(llm_local)
     assert summary.ray.worker_failures == 1 and summary.ray.retried_episodes >= 4
+
+
+def test_actors_play_a_scenario_built_in_memory_not_the_file_it_came_from(tmp_path):
+    # Name-swapped exploration keeps the scenario's name and folder but holds other tasks.
+    swapped, _ = name_swapped_scenario(load_scenario("filesystem"), "train", seed=0)
+    plan = [(task.id, 0) for task in swapped.tasks_in("train")[:4]]
+    summary, trajectories = ray_record_rollouts(swapped, "train", plan, tmp_path / "oracle.jsonl",
+                                                AgentSpec(agent="oracle"), WorkerSettings(workers=2, **HALF),
+                                                progress=False)
+    assert [(t.task_id, t.seed) for t in trajectories] == plan
+    assert summary.success_rate == 1.0 and all(t.task_id.endswith("-swapped") for t in trajectories)
 
 
 def test_an_episode_that_kills_every_actor_is_recorded_as_env_error(retail, tmp_path):

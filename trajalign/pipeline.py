@@ -82,6 +82,9 @@ class SamplingSettings(_Settings):
 class RolloutSettings(SamplingSettings):
     tasks: int | None = Field(None, gt=0, description="Train tasks to roll out on; default: all.")
     samples_per_task: int = Field(2, gt=0)
+    swap_names: bool = Field(False, description="Explore on copies of the train tasks with their names swapped for "
+                             "fresh ones (the scenario's name_swaps): rollouts, expert episodes and branching meet "
+                             "names the SFT policy never trained on, as held-out tasks do.")
 
 
 class PairSettings(_Settings):
@@ -224,6 +227,9 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
     scenario = load_scenario(config.scenario)
+    if config.rollouts.swap_names and getattr(scenario, "name_swaps", None) is None:
+        raise PipelineError(f"rollouts.swap_names needs a scenario with name_swaps (scenario.yaml); "
+                            f"'{scenario.name}' has none")
     scenario_paths = {scenario.name: scenario.path}
     seconds: dict[str, float] = {}
 
@@ -277,19 +283,20 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         # -- 3. the SFT policy's own attempts at the train tasks
         with stage("rollouts"):
             rollouts_file = out / "rollouts.jsonl"
-            train_tasks = scenario.tasks_in("train")[: config.rollouts.tasks]
+            explored = _exploration_scenario(scenario, config, log)
+            train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
             plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
             if on_ray:
                 from trajalign.ray_rollouts import ray_record_rollouts
 
                 sampler = _llm_spec(sft_model, config.rollouts, config.seed)
-                _, rollouts = ray_record_rollouts(scenario, "train", plan, rollouts_file, sampler,
+                _, rollouts = ray_record_rollouts(explored, "train", plan, rollouts_file, sampler,
                                                   config.ray.worker_settings(), progress=progress)
             else:
                 sampler = policy(sft_model, config.rollouts, config.seed)
                 _, rollouts = record_rollouts(
-                    scenario, "train", plan, rollouts_file, sampler.name,
-                    _llm_player(sampler, scenario, "train", config.rollouts.batch_size), progress=progress)
+                    explored, "train", plan, rollouts_file, sampler.name,
+                    _llm_player(sampler, explored, "train", config.rollouts.batch_size), progress=progress)
 
         # -- 4. preference pairs
         kinds = {settings.pair_kind for settings in config.train.algorithms}
@@ -301,16 +308,16 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 expert: list[Trajectory] = []
                 if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
                     expert_file = out / "expert.jsonl"
-                    oracle = OracleAgent(scenario)
+                    oracle = OracleAgent(explored)
                     expert_plan = [(task.id, config.seed) for task in train_tasks]
                     if on_ray:
                         from trajalign.ray_rollouts import AgentSpec, ray_record_rollouts
 
-                        ray_record_rollouts(scenario, "train", expert_plan, expert_file, AgentSpec(agent="oracle"),
+                        ray_record_rollouts(explored, "train", expert_plan, expert_file, AgentSpec(agent="oracle"),
                                             config.ray.worker_settings(), progress=progress)
                     else:
-                        record_rollouts(scenario, "train", expert_plan, expert_file, oracle.name,
-                                        agent_player(scenario, oracle, "train"), progress=progress)
+                        record_rollouts(explored, "train", expert_plan, expert_file, oracle.name,
+                                        agent_player(explored, oracle, "train"), progress=progress)
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
@@ -319,7 +326,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
                 pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
-                    config, scenario, sampler, rollouts, progress))
+                    config, explored, sampler, rollouts, progress))
 
         # -- 5. preference training, one run per algorithm
         trained: list[tuple[str, Path, int]] = []
@@ -397,6 +404,18 @@ def _kinds(kind: PairKind) -> tuple[str, ...]:
 
 def _finished(run_dir: Path) -> bool:
     return (run_dir / "result.json").is_file() and (run_dir / "model" / "config.json").is_file()
+
+
+def _exploration_scenario(scenario: Scenario, config: RunConfig, log: Callable[[str], None]) -> Scenario:
+    """Where the SFT policy explores: the scenario itself, or its train tasks with names swapped."""
+    if not config.rollouts.swap_names:
+        return scenario
+    from trajalign.agents.augment import name_swapped_scenario
+
+    swapped, dropped = name_swapped_scenario(scenario, "train", seed=config.seed)
+    log(f"   exploring {len(swapped.tasks)} train tasks with swapped names"
+        + (f" ({dropped} dropped: a swap broke their oracle)" if dropped else ""))
+    return swapped
 
 
 def _scripted(scenario: Scenario, kind: str, noise: NoiseRates, seed: int) -> Callable[[], Any]:

@@ -35,7 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
@@ -45,6 +45,7 @@ from trajalign.agents.evaluate import EvalSummary, eval_plan, summarize_eval
 from trajalign.agents.rollout import Episodes, RolloutSummary, agent_player, episode_plan, record_rollouts
 from trajalign.agents.scripted import NoiseRates, NoisyOracleAgent, OracleAgent, RandomAgent
 from trajalign.envs import Scenario, load_scenario
+from trajalign.envs.scenario import Task
 from trajalign.envs.trajectory import EpisodeTiming, Trajectory
 from trajalign.ray_cluster import WorkerError, init_ray
 
@@ -162,8 +163,8 @@ class DistributedEvalSummary(_WithRayRows, EvalSummary):
 class RolloutWorker:
     """A Ray actor: one scenario, its environments, and a copy of the agent or policy."""
 
-    def __init__(self, scenario: str | Scenario, spec_json: str, cpus: float, kill_after: int | None = None):
-        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+    def __init__(self, scenario: ScenarioRef, spec_json: str, cpus: float, kill_after: int | None = None):
+        self.scenario = _load_ref(scenario)
         self.spec = AgentSpec.model_validate_json(spec_json)
         self.cpus = cpus
         self.kill_after = kill_after
@@ -502,15 +503,40 @@ def _check_resources(settings: WorkerSettings) -> None:
                   file=sys.stderr)
 
 
-def _scenario_ref(scenario: Scenario) -> str | Scenario:
+@dataclass(frozen=True)
+class _FileWithTasks:
+    """A scenario file's tools with other tasks (name-swapped copies): its tool functions live in a module
+    imported from the folder, which does not unpickle in another process, so actors import it themselves."""
+
+    path: str
+    tasks: list[Task]
+
+    def load(self) -> Scenario:
+        return load_scenario(self.path).with_tasks(self.tasks)
+
+
+ScenarioRef = Union[str, _FileWithTasks, Scenario]
+
+
+def _scenario_ref(scenario: Scenario) -> ScenarioRef:
     """What actors load the scenario from: its file when that loads the same scenario (actors on other
-    nodes read the same path), else the object itself (scenarios built in memory, e.g. a MiniWoB++ task)."""
+    nodes read the same path), the file and the tasks when only the tasks differ, else the object itself
+    (scenarios built in memory, e.g. a MiniWoB++ task)."""
     try:
-        if load_scenario(scenario.path).name == scenario.name:
-            return str(scenario.path)
-    except Exception:  # noqa: BLE001, S110 -- not loadable from a file: ship the object
-        pass
-    return scenario
+        loaded = load_scenario(scenario.path)
+    except Exception:  # noqa: BLE001 -- not loadable from a file: ship the object
+        return scenario
+    if loaded.name != scenario.name:
+        return scenario
+    if [t.id for t in loaded.tasks] == [t.id for t in scenario.tasks]:
+        return str(scenario.path)
+    return _FileWithTasks(str(scenario.path), list(scenario.tasks))
+
+
+def _load_ref(ref: ScenarioRef) -> Scenario:
+    if isinstance(ref, str):
+        return load_scenario(ref)
+    return ref.load() if isinstance(ref, _FileWithTasks) else ref
 
 
 def _abandoned(scenario: Scenario, split: str, task_id: str, seed: int | None, agent: str, retries: int) -> Trajectory:
