@@ -322,7 +322,7 @@ def build_tiny_model(
     metadata = {
         "builder": "trajalign.agents.tiny.build_tiny_model",
         "scenarios": [s.name for s in loaded],
-        "scenario_paths": [str(s.path) for s in loaded],
+        "scenario_paths": [str(s.file or s.path) for s in loaded],
         "size": size,
         "architecture": architecture,
         "seed": seed,

@@ -165,12 +165,13 @@ class Scenario(BaseModel):
     kind: str
     description: str
     instructions: str
-    path: Path
+    path: Path  # the folder: tool and task modules are imported from it
     tools: dict[str, Tool]
     tasks: list[Task]
     limits: Limits
     user_simulator: UserSimulatorSettings
     name_swaps: NameSwaps | None = None
+    file: Path | None = None  # the YAML file `load_scenario` read, which need not be named scenario.yaml
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
     _gold_states: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 
@@ -314,6 +315,7 @@ def _load(path: Path) -> Scenario:
         description=spec.description,
         instructions=spec.instructions,
         path=path.parent,
+        file=path,
         tools=tools,
         tasks=_assign_splits(tasks, spec.test_fraction),
         limits=spec.limits,

@@ -110,6 +110,7 @@ def load_web_scenario(path: Path, raw: dict[str, Any]) -> WebScenario:
         description=spec.description,
         instructions=spec.instructions,
         path=path.parent,
+        file=path,
         tools=dict(WEB_TOOLS),
         tasks=_assign_splits(tasks, spec.test_fraction),
         limits=spec.limits,

@@ -1,13 +1,14 @@
 """`trajalign run`: a one-minute version of the whole pipeline, its config validation and its resumption."""
 
 import json
+import shutil
 
 import pytest
 import yaml
 
 from trajalign.cli import main
 from trajalign.alignment import PreferencePair
-from trajalign.envs import Trajectory
+from trajalign.envs import Trajectory, load_scenario
 from trajalign.envs.jsonl import read_jsonl
 from trajalign.pipeline import PipelineError, RunConfig, load_config, run_pipeline
 
@@ -66,8 +67,14 @@ def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys):
 
 def test_exploring_with_swapped_names_rolls_out_and_pairs_on_the_copies(smoke_run, tmp_path):
     _, smoke_out, _ = smoke_run
+    # A scenario file of another name than scenario.yaml: every stage must read that file.
+    folder = tmp_path / "scenarios"
+    shutil.copytree(load_scenario("filesystem").path, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "scenario.yaml").rename(folder / "files.yaml")
     config = RunConfig.model_validate({
-        **SMOKE, "out": tmp_path / "swapped", "model": {"path": smoke_out / "sft" / "model"}, "sft": {"enabled": False},
+        **SMOKE, "scenario": str(folder / "files.yaml"), "out": tmp_path / "swapped",
+        "model": {"path": smoke_out / "sft" / "model"},
+        "sft": {"data": "oracle", "episodes": 8, "config": {"max_steps": 2, "batch_size": 4, "val_fraction": 0.0}},
         "rollouts": {"tasks": 6, "samples_per_task": 1, "max_new_tokens": 48, "swap_names": True},
         "train": {"algorithms": ["dpo"], "config": SMOKE["train"]["config"]}, "eval": {"episodes": 2}})
     result = run_pipeline(config, progress=False, log=lambda _: None)
@@ -78,7 +85,7 @@ def test_exploring_with_swapped_names_rolls_out_and_pairs_on_the_copies(smoke_ru
     pairs = read_jsonl(config.out / "pairs-outcome.jsonl", PreferencePair)
     assert pairs and all(pair.task_id.endswith("-swapped") for pair in pairs)
     assert [row.name for row in result.rows] == ["sft", "dpo"]  # evaluated on the real test tasks
-    retail = config.model_copy(update={"scenario": "retail", "out": tmp_path / "retail"})
+    retail = config.model_copy(update={"scenario": "retail", "out": tmp_path / "retail"})  # no name_swaps
     with pytest.raises(PipelineError, match="rollouts.swap_names needs a scenario with name_swaps"):
         run_pipeline(retail, progress=False, log=lambda _: None)
     assert not (tmp_path / "retail" / "rollouts.jsonl").exists()

@@ -4,6 +4,7 @@ One embedded local Ray (2 CPUs) serves the whole module; actors take half a CPU 
 """
 
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -120,9 +121,13 @@ def test_a_killed_llm_actor_replays_the_episodes_it_held_between_calls(retail, r
     assert summary.ray.worker_failures == 1 and summary.ray.retried_episodes >= 4
 
 
-def test_actors_play_a_scenario_built_in_memory_not_the_file_it_came_from(tmp_path):
-    # Name-swapped exploration keeps the scenario's name and folder but holds other tasks.
-    swapped, _ = name_swapped_scenario(load_scenario("filesystem"), "train", seed=0)
+def test_actors_load_the_scenario_file_the_caller_loaded_and_the_tasks_it_holds(tmp_path):
+    # A scenario file need not be named scenario.yaml; the actors must load that file, not the folder.
+    folder = tmp_path / "my-scenarios"
+    shutil.copytree(load_scenario("filesystem").path, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "scenario.yaml").rename(folder / "filesystem-copy.yaml")
+    # Name-swapped exploration keeps the scenario's name and file but holds other tasks.
+    swapped, _ = name_swapped_scenario(load_scenario(folder / "filesystem-copy.yaml"), "train", seed=0)
     plan = [(task.id, 0) for task in swapped.tasks_in("train")[:4]]
     summary, trajectories = ray_record_rollouts(swapped, "train", plan, tmp_path / "oracle.jsonl",
                                                 AgentSpec(agent="oracle"), WorkerSettings(workers=2, **HALF),

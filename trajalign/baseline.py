@@ -139,7 +139,7 @@ def build_ppo(settings: PPOSettings) -> Any:
     scenario = load_scenario(settings.scenario)
     config = (
         PPOConfig()
-        .environment(ADMISSIBLE_ENV_ID, env_config={"scenario": str(scenario.path), "split": "train",
+        .environment(ADMISSIBLE_ENV_ID, env_config={"scenario": str(scenario.file), "split": "train",
                                                     "max_candidates": settings.max_candidates,
                                                     "shaping": settings.shaping})
         .env_runners(num_env_runners=settings.env_runners, num_envs_per_env_runner=settings.envs_per_runner,

@@ -514,7 +514,7 @@ def _baseline_ppo(args: argparse.Namespace) -> int:
     from trajalign.ray_cluster import ray_session
 
     try:
-        settings = PPOSettings(scenario=str(scenario.path), iterations=args.iterations, eval_episodes=args.episodes,
+        settings = PPOSettings(scenario=str(scenario.file), iterations=args.iterations, eval_episodes=args.episodes,
                                train_batch_size=args.train_batch_size, learning_rate=args.lr,
                                max_candidates=args.max_candidates, shaping=args.shaping, env_runners=args.env_runners,
                                minibatch_size=min(256, args.train_batch_size), seed=args.seed)

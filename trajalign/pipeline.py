@@ -230,7 +230,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     if config.rollouts.swap_names and getattr(scenario, "name_swaps", None) is None:
         raise PipelineError(f"rollouts.swap_names needs a scenario with name_swaps (scenario.yaml); "
                             f"'{scenario.name}' has none")
-    scenario_paths = {scenario.name: scenario.path}
+    scenario_paths = {scenario.name: scenario.file}
     seconds: dict[str, float] = {}
 
     def stage(name: str) -> _Stage:
@@ -249,7 +249,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         else:
             base = out / "base-model"
             if not (base / "config.json").is_file():
-                build_tiny_model([scenario.path], base, size=config.model.size, seed=config.model.seed,
+                build_tiny_model([scenario], base, size=config.model.size, seed=config.model.seed,
                                  architecture=config.model.architecture,
                                  max_tasks_per_scenario=config.model.corpus_tasks,
                                  max_positions=config.model.max_positions)

@@ -522,15 +522,12 @@ def _scenario_ref(scenario: Scenario) -> ScenarioRef:
     """What actors load the scenario from: its file when that loads the same scenario (actors on other
     nodes read the same path), the file and the tasks when only the tasks differ, else the object itself
     (scenarios built in memory, e.g. a MiniWoB++ task)."""
-    try:
-        loaded = load_scenario(scenario.path)
-    except Exception:  # noqa: BLE001 -- not loadable from a file: ship the object
+    if scenario.file is None:
         return scenario
-    if loaded.name != scenario.name:
-        return scenario
+    loaded = load_scenario(scenario.file)
     if [t.id for t in loaded.tasks] == [t.id for t in scenario.tasks]:
-        return str(scenario.path)
-    return _FileWithTasks(str(scenario.path), list(scenario.tasks))
+        return str(scenario.file)
+    return _FileWithTasks(str(scenario.file), list(scenario.tasks))
 
 
 def _load_ref(ref: ScenarioRef) -> Scenario:
