@@ -34,15 +34,18 @@ from trajalign.agents.tiny import build_tiny_model, read_model_info
 from trajalign.envs import Scenario, load_scenario
 
 
-def with_task_count(scenario: Scenario, count: int, root: Path) -> Path:
-    """A copy of a generator-based scenario folder that generates `count` tasks."""
-    copy = root / f"{scenario.name}-{count}"
+def with_task_count(scenario: Scenario, count: int, root: Path, seed: int | None = None) -> Path:
+    """A copy of a generator-based scenario folder that generates `count` tasks (from another `seed`: other
+    instances; tasks keep their groups' splits, which hash the group)."""
+    copy = root / (f"{scenario.name}-{count}" + (f"-seed{seed}" if seed is not None else ""))
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(scenario.path, copy, ignore=shutil.ignore_patterns("__pycache__"))
     spec = yaml.safe_load((copy / "scenario.yaml").read_text())
     if not isinstance(spec.get("tasks"), dict):
         raise SystemExit(f"--task-count needs a scenario whose tasks come from a generator; {scenario.name}'s do not")
     spec["tasks"]["count"] = count
+    if seed is not None:
+        spec["tasks"]["seed"] = seed
     (copy / "scenario.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return copy
 
