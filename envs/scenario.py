@@ -195,6 +195,8 @@ class Scenario(BaseModel):
         Every task needs its split set. A task whose oracle fails raises ScenarioError naming it, or
         with `drop_failing` is left out.
         """
+        if self.kind != "tool_use":  # web tasks replay their oracles in a browser (web_scenario.py)
+            raise ScenarioError(f"scenario '{self.name}': only tool-use scenarios take other tasks, not {self.kind}")
         unsplit = [task.id for task in tasks if task.split is None]
         if unsplit:
             raise ScenarioError(f"scenario '{self.name}': tasks without a split: {unsplit[:5]}")

@@ -156,6 +156,8 @@ def test_a_scenario_copy_checks_its_tasks_oracles():
     copy = scenario.with_tasks([good, broken], drop_failing=True)
     assert [t.id for t in copy.tasks] == [good.id] and copy.task(good.id) == good
     assert len(scenario.tasks) == 600  # the original is untouched
+    with pytest.raises(ScenarioError, match="only tool-use scenarios take other tasks, not web"):
+        load_scenario("wiki").with_tasks([])
 
 
 def test_cli_augments_and_reports_counts(tmp_path, capsys):
