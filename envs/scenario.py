@@ -200,11 +200,10 @@ class Scenario(BaseModel):
         unsplit = [task.id for task in tasks if task.split is None]
         if unsplit:
             raise ScenarioError(f"scenario '{self.name}': tasks without a split: {unsplit[:5]}")
-        copy = self.model_copy(update={"tasks": []})
         gold_states: dict[str, dict[str, Any]] = {}
         for task in tasks:
             try:
-                gold_states[task.id] = _run_oracle(copy, task, self.path)
+                gold_states[task.id] = _run_oracle(self, task, self.path)  # reads only the tools
             except ScenarioError:
                 if not drop_failing:
                     raise

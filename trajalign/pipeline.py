@@ -227,7 +227,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
     scenario = load_scenario(config.scenario)
-    if config.rollouts.swap_names and getattr(scenario, "name_swaps", None) is None:
+    if config.rollouts.swap_names and scenario.name_swaps is None:
         raise PipelineError(f"rollouts.swap_names needs a scenario with name_swaps (scenario.yaml); "
                             f"'{scenario.name}' has none")
     scenario_paths = {scenario.name: scenario.file}
