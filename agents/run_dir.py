@@ -1,4 +1,4 @@
-"""What every trainer run shares: its directory, schedule, optimizer, checkpoints and resumption.
+"""What every trainer run shares: its directory, schedule, checkpoints and resumption.
 
 A run lives in one directory (SFT and preference training alike)::
 
@@ -58,14 +58,6 @@ def epoch_order(num_train: int, seed: int, epoch: int) -> list[int]:
     order = list(range(num_train))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
-
-
-def make_optimizer(model: Any, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on biases and norm scales)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95), eps=1e-8)
 
 
 # ---- checkpoints and model directories -----------------------------------------------------------
@@ -260,7 +252,6 @@ __all__ = [
     "epoch_order",
     "latest_checkpoint",
     "lr_factor",
-    "make_optimizer",
     "open_run",
     "plot_curves",
     "read_metrics",

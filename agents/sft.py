@@ -47,13 +47,13 @@ from transformers import DynamicCache
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, trajectory_tokens
 from trajalign.agents.llm import cache_argument, output_cache
 from trajalign.agents.rollout import MISTAKES
+from trajalign.agents.optim import OptimizerName, make_optimizer
 from trajalign.agents.run_dir import (
     append_metrics,
     batch_of_step,
     epoch_order,
     latest_checkpoint,
     lr_factor,
-    make_optimizer,
     open_run,
     plot_curves,
     read_metrics,
@@ -87,7 +87,10 @@ class SFTConfig(BaseModel):
 
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (1e-3 suits tiny from-scratch models).")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine decays to learning_rate * min_lr_ratio.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW decay of matrices (not of biases, norms).")
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled decay of matrices (not of biases, norms).")
+    optimizer: OptimizerName = Field("adamw", description="'adamw', or 'muon': Muon on the hidden matrices, "
+                                     "AdamW at learning_rate on embeddings, head, norms (agents/optim.py).")
+    muon_learning_rate: float = Field(0.02, gt=0, description="Peak learning rate of the Muon matrices.")
     warmup_steps: int | None = Field(None, ge=0, description="Linear warmup steps; None: warmup_ratio of all steps.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     epochs: int = Field(3, gt=0)
@@ -463,7 +466,8 @@ def train_sft(
     with quiet_progress_bars():
         model = AutoModelForCausalLM.from_pretrained(str(start_from), dtype=torch.float32)
     model.to(device).train()
-    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, config.optimizer,
+                               config.muon_learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total_steps, config.min_lr_ratio))
     step, train_seconds = 0, 0.0

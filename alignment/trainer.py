@@ -26,12 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from trajalign.agents.chat import ChatFormat
+from trajalign.agents.optim import make_optimizer
 from trajalign.agents.run_dir import (
     Resume,
     append_metrics,
     batch_of_step,
     lr_factor,
-    make_optimizer,
     open_run,
     plot_curves,
     read_metrics,

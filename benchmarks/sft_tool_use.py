@@ -4,12 +4,13 @@ Pipeline (the same steps as the CLI): `model init` on the scenario, oracle (or n
 rollouts of every train task, SFT within a wall-clock budget, greedy evaluation on test tasks.
 
     python benchmarks/sft_tool_use.py [--scenario retail] [--size tiny] [--minutes 9] [--lr 3e-3] [--task-count N]
-        [--weight-decay 0.01] [--seed 0] [--swap-copies N]
+        [--weight-decay 0.01] [--seed 0] [--swap-copies N] [--optimizer muon] [--muon-lr 0.02]
 
 Results: benchmarks/results/sft_<scenario>_<size>_<layers>layer_<tasks>tasks_lr<lr>_<data>.json/.md, with
 `_<minutes>min` appended when the budget is not the default 9 minutes, `_wd<decay>` when the weight
 decay is not SFTConfig's default, `_batch<N>` for batches other than 8 and `_seed<N>` for a seed
-other than 0, and `_swap<N>` when the train data gets N name-swapped copies (`trajalign augment`).
+other than 0, `_swap<N>` when the train data gets N name-swapped copies (`trajalign augment`), and
+`_muon<lr>` for the Muon optimizer at that learning rate.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main() -> int:
                         help="sized so the learning-rate schedule ends within the budget")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--weight-decay", type=float, default=SFTConfig().weight_decay)
+    parser.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw",
+                        help="muon: Muon on the hidden matrices at --muon-lr, AdamW at --lr on the rest")
+    parser.add_argument("--muon-lr", type=float, default=SFTConfig().muon_learning_rate)
     parser.add_argument("--seed", type=int, default=0, help="the model's initial weights and the SFT data order")
     parser.add_argument("--data", choices=["oracle", "noisy"], default="oracle")
     parser.add_argument("--eval-episodes", type=int, default=1000, help="test tasks to evaluate (capped at the split)")
@@ -101,7 +105,8 @@ def main() -> int:
 
     # The validation slice grows with the copies; validating less often keeps its share of the budget.
     config = SFTConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size, micro_batch_size=4,
-                       weight_decay=args.weight_decay, seed=args.seed, max_seconds=args.minutes * 60,
+                       weight_decay=args.weight_decay, optimizer=args.optimizer, muon_learning_rate=args.muon_lr,
+                       seed=args.seed, max_seconds=args.minutes * 60,
                        eval_every=100 * (1 + args.swap_copies), save_every=200)
     sft = train_sft(model_dir, [data], out / "sft", config, scenario_paths={scenario.name: scenario_path},
                     progress=True)
@@ -131,8 +136,9 @@ def main() -> int:
     batch = "" if args.batch_size == 8 else f"_batch{args.batch_size}"
     seed = f"_seed{args.seed}" if args.seed else ""
     swap = f"_swap{args.swap_copies}" if args.swap_copies else ""
+    muon = "" if args.optimizer == "adamw" else f"_muon{args.muon_lr:g}"
     name = (f"sft_{scenario.name}_{args.size}_{layers}layer_{len(scenario.tasks)}tasks_lr{args.lr:g}_{args.data}"
-            f"{budget}{decay}{batch}{seed}{swap}")
+            f"{budget}{decay}{batch}{seed}{swap}{muon}")
     print(f"results: {write_results(name, payload, table)}")
     return 0
 

@@ -98,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="run directory; running again with the same one resumes from its latest checkpoint")
     sft.add_argument("--epochs", type=int, help="passes over the training data (default 3)")
     sft.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
-    sft.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    sft.add_argument("--lr", type=float, help="peak learning rate (default 1e-3; with muon, of embeddings and norms)")
+    sft.add_argument("--optimizer", choices=["adamw", "muon"],
+                     help="adamw (default), or muon on the hidden matrices and AdamW on the rest")
+    sft.add_argument("--muon-lr", type=float, help="peak learning rate of the Muon matrices (default 0.02)")
     sft.add_argument("--batch-size", type=int, help="trajectories per optimizer step (default 8)")
     sft.add_argument("--micro-batch-size", type=int, help="trajectories per forward pass (default 4)")
     sft.add_argument("--max-minutes", type=float, help="stop, save and report after this many minutes")
@@ -382,7 +385,8 @@ def _sft(args: argparse.Namespace) -> int:
     settings = {"epochs": args.epochs, "max_steps": args.max_steps, "learning_rate": args.lr,
                 "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "seed": args.seed,
                 "max_seconds": args.max_minutes * 60 if args.max_minutes is not None else None,
-                "train_on_mistakes": args.train_on_mistakes or None}
+                "train_on_mistakes": args.train_on_mistakes or None, "optimizer": args.optimizer,
+                "muon_learning_rate": args.muon_lr}
     try:
         config = SFTConfig(**{key: value for key, value in settings.items() if value is not None})
     except ValidationError as exc:
