@@ -371,7 +371,8 @@ def test_cli_sft_end_to_end(retail_model, trajectories, tmp_path, capsys):
             writer.write(trajectory.model_copy(update={"scenario": "my_shop"}))
     out = tmp_path / "run"
     command = ["sft", "--model", str(retail_model), "--data", str(data), "--out", str(out), "--max-steps", "2",
-               "--batch-size", "2", "--micro-batch-size", "1", "--lr", "2e-3", "--seed", "1", "--train-on-mistakes", "--no-progress"]
+               "--batch-size", "2", "--micro-batch-size", "1", "--lr", "2e-3", "--seed", "1", "--train-on-mistakes",
+               "--optimizer", "muon", "--muon-lr", "0.01", "--no-progress"]
 
     assert main(command) == 2
     assert "my_shop" in capsys.readouterr().err
@@ -381,7 +382,8 @@ def test_cli_sft_end_to_end(retail_model, trajectories, tmp_path, capsys):
     assert f"model: {out / 'model'}" in printed and "steps: 2/2" in printed
     saved = json.loads((out / "config.json").read_text())["config"]
     assert (saved["max_steps"], saved["batch_size"], saved["micro_batch_size"], saved["learning_rate"],
-            saved["seed"], saved["train_on_mistakes"]) == (2, 2, 1, 2e-3, 1, True)
+            saved["seed"], saved["train_on_mistakes"], saved["optimizer"], saved["muon_learning_rate"]) == (
+                2, 2, 1, 2e-3, 1, True, "muon", 0.01)
     assert AutoModelForCausalLM.from_pretrained(out / "model").num_parameters() > 0
     assert main(command) == 0 and "already complete" in capsys.readouterr().out
     assert main([*command, "--max-steps", "0"]) == 2
