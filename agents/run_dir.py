@@ -122,13 +122,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], keys: Iterable[str],
-                   resumable: frozenset[str]) -> list[str]:
+                   resumable: frozenset[str], defaults: Mapping[str, Any] | None = None) -> list[str]:
     """Differences between the run saved in config.json and this one that resuming cannot honour.
 
     `keys` are top-level entries that must match; every setting in `config` must match unless it is
-    in `resumable` (settings that say how long and how often, not what is learned).
+    in `resumable` (settings that say how long and how often, not what is learned). A setting the
+    saved run lacks (added to trajalign since) counts as its value in `defaults`.
     """
     problems = []
+    saved = {**saved, "config": {**(defaults or {}), **saved["config"]}}
     for key in keys:
         if saved.get(key) != current[key]:
             problems.append("the training data changed" if key == "data_fingerprint"
@@ -149,7 +151,8 @@ class Resume:
 
 
 def open_run(out: Path, run_info: dict[str, Any], must_match: Iterable[str], resumable: frozenset[str],
-             total_steps: int, error: type[Exception] = ValueError) -> Resume:
+             total_steps: int, error: type[Exception] = ValueError,
+             defaults: Mapping[str, Any] | None = None) -> Resume:
     """Prepare `out` for this invocation and say where to start.
 
     A run directory with a checkpoint is resumed when its settings match (see `check_same_run`;
@@ -161,7 +164,7 @@ def open_run(out: Path, run_info: dict[str, Any], must_match: Iterable[str], res
     resume = Resume()
     if checkpoint is not None:
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        problems = check_same_run(saved, run_info, must_match, resumable)
+        problems = check_same_run(saved, run_info, must_match, resumable, defaults)
         if problems:
             raise error(f"{out} holds a different run ({'; '.join(problems)}); use another --out or the same settings")
         state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)

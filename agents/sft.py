@@ -456,7 +456,7 @@ def train_sft(
 
     # -- resume: the latest checkpoint's weights, optimizer, scheduler and step
     resume = open_run(out, run_info, ("model", "data_files", "scenario_paths", "data_fingerprint"),
-                      RESUMABLE_CHANGES, total_steps, SFTError)
+                      RESUMABLE_CHANGES, total_steps, SFTError, defaults=SFTConfig().model_dump())
     if resume.complete:
         result = SFTResult.model_validate_json((out / "result.json").read_text(encoding="utf-8"))
         return result.model_copy(update={"stop_reason": "already_complete"})

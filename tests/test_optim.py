@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
@@ -117,7 +119,7 @@ def test_muon_sft_resumes_to_the_same_weights_and_refuses_a_switch_of_optimizer(
     with pytest.raises(Killed):
         train_sft(retail_model, data, tmp_path / "b", config, progress=False, on_step=kill_at_step_3)
     assert latest_checkpoint(tmp_path / "b").name == "step-000002"
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(ValueError, match="optimizer: 'muon' -> 'adamw'"):
         train_sft(retail_model, data, tmp_path / "b", config.model_copy(update={"optimizer": "adamw"}), progress=False)
     resumed = train_sft(retail_model, data, tmp_path / "b", config, progress=False)
     assert resumed.resumed_from_step == 2 and resumed.complete and uninterrupted.complete
@@ -129,3 +131,24 @@ def test_muon_sft_resumes_to_the_same_weights_and_refuses_a_switch_of_optimizer(
     start = AutoModelForCausalLM.from_pretrained(retail_model, dtype=torch.float32).state_dict()
     assert any((reference[k] - start[k]).abs().max() > 1e-3 for k in reference)  # it did train
     assert max((resumed_weights[k] - reference[k]).abs().max().item() for k in reference) <= 1e-6
+
+
+def test_a_run_saved_before_the_optimizer_settings_existed_resumes_as_adamw(retail_model, tmp_path):
+    from trajalign.agents import OracleAgent, run_rollouts
+    from trajalign.envs import load_scenario
+
+    scenario = load_scenario("retail")
+    data = tmp_path / "oracle.jsonl"
+    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 4, 0, data, progress=False)
+    config = SFTConfig(max_steps=2, batch_size=2, save_every=1, val_fraction=0.0)
+    out = tmp_path / "run"
+    train_sft(retail_model, data, out, config.model_copy(update={"max_steps": 1}), progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    for key in ("optimizer", "muon_learning_rate"):
+        del saved["config"][key]
+    (out / "config.json").write_text(json.dumps(saved))
+
+    with pytest.raises(ValueError, match="optimizer: 'adamw' -> 'muon'"):
+        train_sft(retail_model, data, out, config.model_copy(update={"optimizer": "muon"}), progress=False)
+    resumed = train_sft(retail_model, data, out, config, progress=False)
+    assert resumed.resumed_from_step == 1 and resumed.complete
