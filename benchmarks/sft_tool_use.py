@@ -29,6 +29,7 @@ from trajalign.agents.augment import augment_file
 from trajalign.agents.evaluate import eval_plan, summarize_eval
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
 from trajalign.agents.llm_rollout import play_llm_episodes
+from trajalign.agents.optim import OPTIMIZERS
 from trajalign.agents.rollout import record_rollouts
 from trajalign.agents.sft import SFTConfig, train_sft
 from trajalign.agents.tiny import build_tiny_model, read_model_info
@@ -61,7 +62,7 @@ def main() -> int:
                         help="sized so the learning-rate schedule ends within the budget")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--weight-decay", type=float, default=SFTConfig().weight_decay)
-    parser.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw",
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
                         help="muon: Muon on the hidden matrices at --muon-lr, AdamW at --lr on the rest")
     parser.add_argument("--muon-lr", type=float, default=SFTConfig().muon_learning_rate)
     parser.add_argument("--seed", type=int, default=0, help="the model's initial weights and the SFT data order")

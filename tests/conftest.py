@@ -48,6 +48,17 @@ def retail_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def oracle_file(tmp_path_factory):
+    """Oracle episodes of 12 retail train tasks, the SFT tests' data."""
+    from trajalign.agents import OracleAgent, run_rollouts
+
+    scenario = load_scenario("retail")
+    path = tmp_path_factory.mktemp("data") / "oracle.jsonl"
+    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 12, 0, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def retail_pairs(tmp_path_factory):
     """Outcome pairs: oracle successes against noisy-oracle failures of the same 24 retail train tasks."""
     from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts

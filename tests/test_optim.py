@@ -98,13 +98,9 @@ def test_bad_optimizer_settings_are_refused():
         SFTConfig(optimizer="sgd")
 
 
-def test_muon_sft_resumes_to_the_same_weights_and_refuses_a_switch_of_optimizer(retail_model, tmp_path):
-    from trajalign.agents import OracleAgent, run_rollouts
-    from trajalign.envs import load_scenario
-
-    scenario = load_scenario("retail")
-    data = tmp_path / "oracle.jsonl"
-    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 6, 0, data, progress=False)
+def test_muon_sft_resumes_to_the_same_weights_and_refuses_a_switch_of_optimizer(retail_model, oracle_file,
+                                                                                   tmp_path):
+    data = oracle_file
     config = SFTConfig(optimizer="muon", max_steps=4, batch_size=2, micro_batch_size=2, save_every=2, eval_every=4,
                        val_fraction=0.0)
     uninterrupted = train_sft(retail_model, data, tmp_path / "a", config, progress=False)
@@ -133,13 +129,8 @@ def test_muon_sft_resumes_to_the_same_weights_and_refuses_a_switch_of_optimizer(
     assert max((resumed_weights[k] - reference[k]).abs().max().item() for k in reference) <= 1e-6
 
 
-def test_a_run_saved_before_the_optimizer_settings_existed_resumes_as_adamw(retail_model, tmp_path):
-    from trajalign.agents import OracleAgent, run_rollouts
-    from trajalign.envs import load_scenario
-
-    scenario = load_scenario("retail")
-    data = tmp_path / "oracle.jsonl"
-    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 4, 0, data, progress=False)
+def test_a_run_saved_before_the_optimizer_settings_existed_resumes_as_adamw(retail_model, oracle_file, tmp_path):
+    data = oracle_file
     config = SFTConfig(max_steps=2, batch_size=2, save_every=1, val_fraction=0.0)
     out = tmp_path / "run"
     train_sft(retail_model, data, out, config.model_copy(update={"max_steps": 1}), progress=False)

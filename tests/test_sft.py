@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
+from trajalign.agents import NoiseRates, NoisyOracleAgent, run_rollouts
 from trajalign.agents.chat import ChatFormat, scenario_system_prompt, system_prompt
 from trajalign.agents.rollout import MISTAKES
 from trajalign.agents.sft import (
@@ -32,14 +32,6 @@ from trajalign.envs import Trajectory, load_scenario, make_env
 from trajalign.envs.jsonl import JsonlWriter, read_jsonl
 
 VAL_FRACTION = 0.2  # of the 12 oracle episodes below, 4 tasks hash to validation and 8 to training
-
-
-@pytest.fixture(scope="module")
-def oracle_file(tmp_path_factory):
-    scenario = load_scenario("retail")
-    path = tmp_path_factory.mktemp("data") / "oracle.jsonl"
-    run_rollouts(scenario, lambda: OracleAgent(scenario), "train", 12, 0, path, progress=False)
-    return path
 
 
 @pytest.fixture(scope="module")
