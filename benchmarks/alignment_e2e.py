@@ -9,7 +9,7 @@ seeds of test success and mean reward.
 
     python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
         [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300] [--alpha A]
-        [--no-expert] [--swap-names]
+        [--no-expert] [--swap-names] [--fresh-instances]
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def main() -> int:
                         help="outcome pairs take only the policy's own successes as chosen, never the oracle")
     parser.add_argument("--swap-names", action="store_true",
                         help="explore on the train tasks with their names swapped for fresh ones (rollouts.swap_names)")
+    parser.add_argument("--fresh-instances", action="store_true",
+                        help="explore on fresh instances of the train groups, which the SFT policy never saw: the "
+                        "scenario's generator run with seed 1000 + the run's seed (rollouts.fresh_seed)")
     parser.add_argument("--eval-episodes", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
@@ -79,7 +82,7 @@ def main() -> int:
             "out": args.out / f"seed-{seed}", "scenario": scenario_path, "seed": seed,
             "model": {"path": sft_model}, "sft": {"enabled": False},
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task,
-                         "swap_names": args.swap_names},
+                         "swap_names": args.swap_names, "fresh_seed": 1000 + seed if args.fresh_instances else None},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau,
                       "expert": not args.no_expert},
@@ -108,6 +111,7 @@ def main() -> int:
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
     name += f"_alpha{args.alpha:g}" if args.alpha else ""
     name += "_onpolicy" if args.no_expert else ""
+    name += "_fresh" if args.fresh_instances else ""
     name += "_swapnames" if args.swap_names else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
     name += f"_{args.epochs}ep" if args.epochs != 2 else ""

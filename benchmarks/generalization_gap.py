@@ -19,34 +19,26 @@ Results: benchmarks/results/generalization_gap_<scenario>.json/.md.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from _common import markdown_table, write_results
-from sft_tool_use import with_task_count
 
 from trajalign.agents.augment import name_swapped_scenario
 from trajalign.agents.evaluate import evaluate_policy
 from trajalign.agents.llm import LLMPolicy, SamplingConfig
-from trajalign.envs import Scenario, load_scenario
+from trajalign.envs import Scenario, ScenarioError, load_scenario
+from trajalign.envs.scenario import fresh_instances
 
 
-def fresh_instances(scenario: Scenario, seed: int, root: Path) -> Scenario | None:
-    """The scenario's generator run again with `seed`, keeping tasks of train groups; None without a generator."""
-    spec = yaml.safe_load(scenario.file.read_text(encoding="utf-8")) if scenario.file else {}
-    if not isinstance(spec.get("tasks"), dict):
-        return None
-    copy = load_scenario(with_task_count(scenario, len(scenario.tasks), root, seed=seed))
-    train_groups = {task.group for task in scenario.tasks_in("train")}
-    return copy.with_tasks([task for task in copy.tasks_in("train") if task.group in train_groups])
-
-
-def task_sets(scenario: Scenario, fresh_seed: int, root: Path) -> list[tuple[str, Scenario | None, str]]:
+def task_sets(scenario: Scenario, fresh_seed: int) -> list[tuple[str, Scenario | None, str]]:
     swapped = name_swapped_scenario(scenario, "train", seed=fresh_seed)[0] if scenario.name_swaps else None
+    try:
+        fresh = fresh_instances(scenario, fresh_seed)
+    except ScenarioError:  # no task generator
+        fresh = None
     return [("train tasks (fine-tuned on)", scenario, "train"),
-            ("fresh instances of train groups", fresh_instances(scenario, fresh_seed, root), "train"),
+            ("fresh instances of train groups", fresh, "train"),
             ("train tasks, names swapped", swapped, "train"),
             ("test tasks (unseen groups)", scenario, "test")]
 
@@ -63,20 +55,19 @@ def main() -> int:
     scenario = load_scenario(args.scenario)
     policy = LLMPolicy.from_pretrained(args.model, SamplingConfig(temperature=0.0))
     rows, payload_rows = [], []
-    with tempfile.TemporaryDirectory() as root:
-        for name, tasks, split in task_sets(scenario, args.fresh_seed, Path(root)):
-            if tasks is None:
-                rows.append([name, "n/a (the scenario has no generator or no name_swaps)", "", ""])
-                continue
-            started = time.perf_counter()
-            summary, _ = evaluate_policy(policy, tasks, split, episodes=args.episodes, batch_size=args.batch_size,
-                                         progress=False)
-            statuses = ", ".join(f"{status} {count}" for status, count in summary.status_counts.items())
-            rows.append([name, f"{summary.success_rate:.1%}", summary.episodes, statuses])
-            payload_rows.append({"set": name, "success_rate": summary.success_rate, "episodes": summary.episodes,
-                                 "status_counts": summary.status_counts,
-                                 "seconds": round(time.perf_counter() - started, 1)})
-            print(" | ".join(map(str, rows[-1])), flush=True)
+    for name, tasks, split in task_sets(scenario, args.fresh_seed):
+        if tasks is None:
+            rows.append([name, "n/a (the scenario has no generator or no name_swaps)", "", ""])
+            continue
+        started = time.perf_counter()
+        summary, _ = evaluate_policy(policy, tasks, split, episodes=args.episodes, batch_size=args.batch_size,
+                                     progress=False)
+        statuses = ", ".join(f"{status} {count}" for status, count in summary.status_counts.items())
+        rows.append([name, f"{summary.success_rate:.1%}", summary.episodes, statuses])
+        payload_rows.append({"set": name, "success_rate": summary.success_rate, "episodes": summary.episodes,
+                             "status_counts": summary.status_counts,
+                             "seconds": round(time.perf_counter() - started, 1)})
+        print(" | ".join(map(str, rows[-1])), flush=True)
     table = markdown_table(["tasks", "greedy success", "episodes", "statuses"], rows)
     print(table)
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": payload_rows}

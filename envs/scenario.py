@@ -226,6 +226,35 @@ class Scenario(BaseModel):
         return all(" ".join(fact.casefold().split()) in folded for fact in task.required_outputs)
 
 
+def fresh_instances(scenario: Scenario, seed: int) -> Scenario:
+    """New instances of the scenario's train groups: its task generator run again with `seed`.
+
+    The tasks get other files, people and values, and only groups with train tasks in `scenario`
+    are kept, so the test split's groups stay unseen. Ids gain a `-fresh<seed>` suffix, so a new
+    task never shares an id with an original. For exploring beyond the tasks a policy was fine-tuned
+    on, which it may have memorized.
+    """
+    where = f"scenario '{scenario.name}'"
+    if scenario.kind != "tool_use" or scenario.file is None:
+        raise ScenarioError(f"{where}: fresh instances need a tool-use scenario loaded from its YAML file")
+    spec = ScenarioFile.model_validate(yaml.safe_load(scenario.file.read_text(encoding="utf-8")))
+    if not isinstance(spec.tasks, dict):
+        raise ScenarioError(f"{where}: fresh instances need tasks from a generator ('tasks: {{generator: ..., "
+                            f"count: ...}}' in {scenario.file}); its tasks are a fixed list")
+    own_seed = spec.tasks.get("seed", TaskGenerator.model_fields["seed"].default)
+    if seed == own_seed:
+        raise ScenarioError(f"{where}: seed {seed} is the generator's own seed in {scenario.file}, "
+                            f"which gives the same tasks; choose another")
+    generated = _load_tasks(spec.model_copy(update={"tasks": {**spec.tasks, "seed": seed}}), scenario.file)
+    train_groups = {task.group for task in scenario.tasks_in("train")}
+    tasks = [task.model_copy(update={"id": f"{task.id}-fresh{seed}"})
+             for task in _assign_splits(generated, spec.test_fraction)
+             if task.split == "train" and task.group in train_groups]
+    if not tasks:
+        raise ScenarioError(f"{where}: the generator with seed {seed} made no tasks of the train groups")
+    return scenario.with_tasks(tasks)
+
+
 def copy_state(state: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of JSON-like state; a pickle round trip is several times faster than deepcopy."""
     return pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
@@ -510,5 +539,6 @@ __all__ = [
     "builtin_scenarios",
     "call_tool",
     "copy_state",
+    "fresh_instances",
     "load_scenario",
 ]

@@ -91,6 +91,27 @@ def test_exploring_with_swapped_names_rolls_out_and_pairs_on_the_copies(smoke_ru
     assert not (tmp_path / "retail" / "rollouts.jsonl").exists()
 
 
+def test_exploring_fresh_instances_rolls_out_and_pairs_on_tasks_sft_never_saw(smoke_run, tmp_path):
+    _, smoke_out, _ = smoke_run
+    config = RunConfig.model_validate({
+        **SMOKE, "out": tmp_path / "fresh", "model": {"path": smoke_out / "sft" / "model"}, "sft": {"enabled": False},
+        "rollouts": {"tasks": 6, "samples_per_task": 1, "max_new_tokens": 48, "fresh_seed": 1},
+        "train": {"algorithms": ["dpo"], "config": SMOKE["train"]["config"]}, "eval": {"episodes": 2}})
+    result = run_pipeline(config, progress=False, log=lambda _: None)
+    rollouts = read_jsonl(config.out / "rollouts.jsonl", Trajectory)
+    expert = read_jsonl(config.out / "expert.jsonl", Trajectory)
+    assert len(rollouts) == 6 and all(t.task_id.endswith("-fresh1") for t in rollouts + expert)
+    assert all(t.success for t in expert)
+    pairs = read_jsonl(config.out / "pairs-outcome.jsonl", PreferencePair)
+    assert pairs and all(pair.task_id.endswith("-fresh1") for pair in pairs)
+    assert [row.name for row in result.rows] == ["sft", "dpo"]  # evaluated on the real test tasks
+    own_seed = config.model_copy(update={"out": tmp_path / "own-seed",
+                                         "rollouts": config.rollouts.model_copy(update={"fresh_seed": 7031})})
+    with pytest.raises(PipelineError, match="rollouts.fresh_seed: .*seed 7031 is the generator's own seed"):
+        run_pipeline(own_seed, progress=False, log=lambda _: None)
+    assert not (tmp_path / "own-seed" / "rollouts.jsonl").exists()
+
+
 def test_config_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"algorithms": ["dpo", "ppo"]}}))

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+import yaml
 
 import trajalign  # noqa: F401
+from trajalign.agents import OracleAgent, run_rollouts
 from trajalign.envs import ScenarioError, load_scenario
+from trajalign.envs.scenario import fresh_instances
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
 
@@ -130,3 +133,28 @@ def test_editing_a_tools_file_is_picked_up_on_the_next_load(todo_dir):
     _edit(todo_dir / "tools.py", '    todo["done"] = True', '    todo["done"] = 1 / 0')
     with pytest.raises(ScenarioError, match="ZeroDivisionError"):
         load_scenario(todo_dir)
+
+
+def test_fresh_instances_are_new_tasks_of_the_train_groups():
+    scenario = load_scenario("filesystem")
+    fresh = fresh_instances(scenario, seed=1)
+    train_groups = {task.group for task in scenario.tasks_in("train")}
+    assert fresh.tasks and all(task.split == "train" and task.group in train_groups for task in fresh.tasks)
+    assert len({task.group for task in fresh.tasks}) > 10  # many groups, not one
+    originals = {task.id: task for task in scenario.tasks}
+    assert all(task.id.endswith("-fresh1") for task in fresh.tasks)
+    assert all(task.initial_state != originals[task.id.removesuffix("-fresh1")].initial_state for task in fresh.tasks)
+    summary = run_rollouts(fresh, lambda: OracleAgent(fresh), "train", 10, seed=0, out=None, progress=False)
+    assert summary.success_rate == 1.0  # each task's oracle and goal state come with it
+    assert fresh_instances(scenario, seed=1).tasks == fresh.tasks  # the same seed, the same tasks
+
+
+def test_fresh_instances_refuse_the_generators_own_seed_and_fixed_task_lists(todo_dir):
+    with pytest.raises(ScenarioError, match="seed 7 is the generator's own seed"):
+        fresh_instances(load_scenario(todo_dir), seed=7)
+    todo = load_scenario(todo_dir)
+    listed = yaml.safe_load((todo_dir / "scenario.yaml").read_text())
+    listed["tasks"] = [task.model_dump(mode="json", exclude_none=True) for task in todo.tasks]
+    (todo_dir / "scenario.yaml").write_text(yaml.safe_dump(listed))
+    with pytest.raises(ScenarioError, match="fresh instances need tasks from a generator"):
+        fresh_instances(load_scenario(todo_dir), seed=8)

@@ -35,7 +35,8 @@ from trajalign.agents.rollout import agent_player, episode_plan, record_rollouts
 from trajalign.agents.sft import SFTConfig
 from trajalign.alignment.losses import ALGORITHMS, LossConfig
 from trajalign.alignment.trainer import TrainConfig, TrainResult
-from trajalign.envs import Scenario, load_scenario
+from trajalign.envs import Scenario, ScenarioError, load_scenario
+from trajalign.envs.scenario import fresh_instances
 from trajalign.envs.jsonl import atomic_jsonl, read_jsonl
 from trajalign.envs.trajectory import Trajectory
 
@@ -85,6 +86,10 @@ class RolloutSettings(SamplingSettings):
     swap_names: bool = Field(False, description="Explore on copies of the train tasks with their names swapped for "
                              "fresh ones (the scenario's name_swaps): rollouts, expert episodes and branching meet "
                              "names the SFT policy never trained on, as held-out tasks do.")
+    fresh_seed: int | None = Field(None, description="Explore on fresh instances of the train groups instead of "
+                                   "the train tasks: the scenario's task generator run with this seed (not its "
+                                   "own) gives other files, people and values, which the SFT policy cannot have "
+                                   "memorized. Needs a generator-based tool-use scenario.")
 
 
 class PairSettings(_Settings):
@@ -230,6 +235,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     if config.rollouts.swap_names and scenario.name_swaps is None:
         raise PipelineError(f"rollouts.swap_names needs a scenario with name_swaps (scenario.yaml); "
                             f"'{scenario.name}' has none")
+    explored = _exploration_scenario(scenario, config, log)
     scenario_paths = {scenario.name: scenario.file}
     seconds: dict[str, float] = {}
 
@@ -283,7 +289,6 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         # -- 3. the SFT policy's own attempts at the train tasks
         with stage("rollouts"):
             rollouts_file = out / "rollouts.jsonl"
-            explored = _exploration_scenario(scenario, config, log)
             train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
             plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
             if on_ray:
@@ -407,15 +412,23 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _exploration_scenario(scenario: Scenario, config: RunConfig, log: Callable[[str], None]) -> Scenario:
-    """Where the SFT policy explores: the scenario itself, or its train tasks with names swapped."""
-    if not config.rollouts.swap_names:
-        return scenario
-    from trajalign.agents.augment import name_swapped_scenario
+    """Where the SFT policy explores: the train tasks, or fresh instances of their groups, with names as
+    they are or swapped."""
+    explored = scenario
+    if config.rollouts.fresh_seed is not None:
+        try:
+            explored = fresh_instances(scenario, config.rollouts.fresh_seed)
+        except ScenarioError as exc:
+            raise PipelineError(f"rollouts.fresh_seed: {exc}") from None
+        log(f"   exploring {len(explored.tasks)} fresh instances of the train groups "
+            f"(generator seed {config.rollouts.fresh_seed})")
+    if config.rollouts.swap_names:
+        from trajalign.agents.augment import name_swapped_scenario
 
-    swapped, dropped = name_swapped_scenario(scenario, "train", seed=config.seed)
-    log(f"   exploring {len(swapped.tasks)} train tasks with swapped names"
-        + (f" ({dropped} dropped: a swap broke their oracle)" if dropped else ""))
-    return swapped
+        explored, dropped = name_swapped_scenario(explored, "train", seed=config.seed)
+        log(f"   exploring {len(explored.tasks)} train tasks with swapped names"
+            + (f" ({dropped} dropped: a swap broke their oracle)" if dropped else ""))
+    return explored
 
 
 def _scripted(scenario: Scenario, kind: str, noise: NoiseRates, seed: int) -> Callable[[], Any]:
