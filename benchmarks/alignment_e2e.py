@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--sft-minutes", type=float, default=9.0)
     parser.add_argument("--rollout-tasks", type=int, default=600, help="train tasks the SFT policy is sampled on")
     parser.add_argument("--samples-per-task", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature of the rollouts and branch continuations (evaluation is greedy)")
     parser.add_argument("--branch-trajectories", type=int, default=500)
     parser.add_argument("--branch-samples", type=int, default=4)
     parser.add_argument("--states-per-trajectory", type=int, default=3)
@@ -50,6 +52,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4, help="as in `trajalign run`'s defaults")
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--gamma", type=float, default=0.9,
+                        help="dmpo and stepwise discount: small values put the weight on the first actions after the "
+                        "branch state")
     parser.add_argument("--alpha", type=float, default=0.0, help="weight of the SFT term on the chosen actions")
     parser.add_argument("--no-expert", action="store_true",
                         help="outcome pairs take only the policy's own successes as chosen, never the oracle")
@@ -82,11 +87,13 @@ def main() -> int:
             "out": args.out / f"seed-{seed}", "scenario": scenario_path, "seed": seed,
             "model": {"path": sft_model}, "sft": {"enabled": False},
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task,
+                         "temperature": args.temperature,
                          "swap_names": args.swap_names, "fresh_seed": 1000 + seed if args.fresh_instances else None},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau,
                       "expert": not args.no_expert},
-            "train": {"algorithms": [algorithm_settings(name, args.beta, args.alpha) for name in args.algorithms],
+            "train": {"algorithms": [algorithm_settings(name, args.beta, args.alpha, args.gamma)
+                                     for name in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
             "eval": {"episodes": args.eval_episodes}})
         configs.append(config)
@@ -115,14 +122,17 @@ def main() -> int:
     name += "_swapnames" if args.swap_names else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
     name += f"_{args.epochs}ep" if args.epochs != 2 else ""
+    name += f"_gamma{args.gamma:g}" if args.gamma != 0.9 else ""
+    name += f"_temp{args.temperature:g}" if args.temperature != 1.0 else ""
     print(f"results: {write_results(name, payload, table)}")
     return 0
 
 
-def algorithm_settings(name: str, beta: float, alpha: float) -> dict:
+def algorithm_settings(name: str, beta: float, alpha: float, gamma: float) -> dict:
     """`dpo` or `stepwise:both` as the pipeline's algorithm settings."""
     algo, _, pairs = name.partition(":")
-    return {"algo": algo, "loss": {"beta": beta, "alpha": alpha}, **({"pairs": pairs} if pairs else {})}
+    loss = {"beta": beta, "alpha": alpha, "gamma": gamma}
+    return {"algo": algo, "loss": loss, **({"pairs": pairs} if pairs else {})}
 
 
 def run_seeds(configs: list[RunConfig], jobs: int) -> list[PipelineResult]:
