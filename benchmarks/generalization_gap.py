@@ -31,12 +31,14 @@ from trajalign.envs import Scenario, ScenarioError, load_scenario
 from trajalign.envs.scenario import fresh_instances
 
 
-def task_sets(scenario: Scenario, fresh_seed: int) -> list[tuple[str, Scenario | None, str]]:
-    swapped = name_swapped_scenario(scenario, "train", seed=fresh_seed)[0] if scenario.name_swaps else None
+def task_sets(scenario: Scenario, fresh_seed: int) -> list[tuple[str, Scenario | str, str]]:
+    """(name, tasks, split) of each set; a set that cannot be built has the reason as its tasks."""
+    swapped: Scenario | str = (name_swapped_scenario(scenario, "train", seed=fresh_seed)[0] if scenario.name_swaps
+                               else "the scenario has no name_swaps")
     try:
-        fresh = fresh_instances(scenario, fresh_seed)
-    except ScenarioError:  # no task generator
-        fresh = None
+        fresh: Scenario | str = fresh_instances(scenario, fresh_seed)
+    except ScenarioError as exc:
+        fresh = str(exc)
     return [("train tasks (fine-tuned on)", scenario, "train"),
             ("fresh instances of train groups", fresh, "train"),
             ("train tasks, names swapped", swapped, "train"),
@@ -56,8 +58,8 @@ def main() -> int:
     policy = LLMPolicy.from_pretrained(args.model, SamplingConfig(temperature=0.0))
     rows, payload_rows = [], []
     for name, tasks, split in task_sets(scenario, args.fresh_seed):
-        if tasks is None:
-            rows.append([name, "n/a (the scenario has no generator or no name_swaps)", "", ""])
+        if isinstance(tasks, str):
+            rows.append([name, f"n/a ({tasks})", "", ""])
             continue
         started = time.perf_counter()
         summary, _ = evaluate_policy(policy, tasks, split, episodes=args.episodes, batch_size=args.batch_size,

@@ -19,6 +19,9 @@ def test_the_four_task_sets():
     assert trained is scenario and test is scenario and split == "test"
     assert fresh.tasks and all(task.id.endswith("-fresh1") and task.split == "train" for task in fresh.tasks)
     assert all(task.id.endswith("-swapped") for task in swapped.tasks)
+    # A set that cannot be built says why, rather than passing for a scenario without a generator.
+    _, (_, fresh, _), _, _ = task_sets(scenario, 7031)  # filesystem's own generator seed
+    assert isinstance(fresh, str) and "seed 7031 is the generator's own seed" in fresh
 
 
 def test_the_script_reports_every_set_it_can_build(retail_model, tmp_path):
