@@ -1,7 +1,8 @@
 """Pair builders: whole-trajectory outcome pairs and branch pairs with per-state Monte-Carlo credit.
 
 `outcome_pairs` (ETO, DMPO) pairs a successful or expert trajectory with a failed rollout of the
-same task, branching right after the goal (k = 0). `branch_pairs` (IPR, step-wise DPO; DESIGN.md
+same task, anchored where the two episodes first differ (or right after the goal, k = 0, as the
+papers build them). `branch_pairs` (IPR, step-wise DPO; DESIGN.md
 §6 "Fix 2") restores states s_k visited by recorded rollouts, samples N continuations from each,
 estimates Q̂(s_k, a) per first action a by the mean final reward of the continuations that start
 with it, and pairs the best action's best continuation against the worst action's worst one when
@@ -22,7 +23,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import gymnasium as gym
 from pydantic import ValidationError
@@ -66,6 +67,9 @@ class PairStats:
 
 # ---- outcome pairs ----------------------------------------------------------------------------------
 
+Anchor = Literal["divergence", "start"]
+ANCHORS: tuple[str, ...] = get_args(Anchor)
+
 
 def outcome_pairs(
     trajectories: Iterable[Trajectory],
@@ -73,8 +77,9 @@ def outcome_pairs(
     max_pairs_per_task: int | None = None,
     seed: int = 0,
     stats: PairStats | None = None,
+    anchor: Anchor = "divergence",
 ) -> Iterator[PreferencePair]:
-    """Whole-trajectory pairs: a successful (or expert) trajectory against a failed rollout of its task.
+    """Whole-episode pairs: a successful (or expert) trajectory against a failed rollout of its task.
 
     Per (scenario, task): every failed rollout (status other than success) becomes the rejected side
     of one pair; its chosen side is drawn (seeded) from the task's successful rollouts and `expert`
@@ -88,6 +93,15 @@ def outcome_pairs(
     kept and counted in `stats.notes["system_prompt_unverified"]`. The recorded turns (with their
     token ids) are the prefix.
 
+    `anchor="divergence"` (the default) moves the turns both episodes open with identically (the
+    same actions, with the same token ids where both sides recorded them, and the same observations)
+    into the prefix: `branch_turn` counts those shared actions and each side starts at its first
+    differing action, as branch pairs do. The shared actions then carry no gradient under any loss
+    (DESIGN.md §6, Fix 2). dpo's loss is the same either way, since identical actions cancel in its
+    sum; dmpo's φ weights count from the divergence instead of from the goal, so shared actions
+    are not pushed up or down by the two sides' different lengths. `anchor="start"` keeps every
+    action in both sides (k = 0), the construction of the ETO and DMPO papers.
+
     Skip reasons in `stats.skipped`, each counting failed rollouts unless noted: `env_error`
     (trajectories of either input), `no_chosen` (no success or expert for the task), `goal_mismatch`,
     `system_mismatch`, `token_mismatch` (both sides recorded with different token ids for the same
@@ -98,6 +112,8 @@ def outcome_pairs(
     stats = stats if stats is not None else PairStats()
     if max_pairs_per_task is not None and max_pairs_per_task < 1:
         raise ValueError(f"max_pairs_per_task must be at least 1, got {max_pairs_per_task}")
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
     candidates: dict[tuple[str, str], list[tuple[Trajectory, bool]]] = defaultdict(list)
     failed: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
     for is_expert, source in ((True, expert), (False, trajectories)):
@@ -139,7 +155,7 @@ def outcome_pairs(
             stats.skipped["over_cap"] += len(planned) - len(keep)
             planned = [item for index, item in enumerate(planned) if index in keep]
         for chosen, is_expert, rejected, prefix, remark in planned:
-            pair = _outcome_pair(chosen, is_expert, rejected, prefix, stats)
+            pair = _outcome_pair(chosen, is_expert, rejected, prefix, anchor, stats)
             if pair is not None:
                 stats.pairs += 1
                 if remark == "unverified":
@@ -190,19 +206,23 @@ def _scenario_system_prompt(name: str) -> str | None:
         return None
 
 
-def _outcome_pair(chosen: Trajectory, is_expert: bool, rejected: Trajectory, prefix: list[Turn],
+def _outcome_pair(chosen: Trajectory, is_expert: bool, rejected: Trajectory, prefix: list[Turn], anchor: Anchor,
                   stats: PairStats) -> PreferencePair | None:
     chosen_turns = chosen.turns[len(_prompt_prefix(chosen)):]
     rejected_turns = rejected.turns[len(_prompt_prefix(rejected)):]
+    shared = _shared_opening(chosen_turns, rejected_turns) if anchor == "divergence" else 0
+    # Where only one side recorded token ids, keep them: they are what the policy saw.
+    prefix = prefix + [x if x.token_ids is not None else y for x, y in zip(chosen_turns[:shared], rejected_turns)]
+    branch_turn = sum(turn.role == "assistant" for turn in chosen_turns[:shared])
     try:
         return PreferencePair(
-            id="outcome-" + _digest(_fingerprint(chosen), _fingerprint(rejected)),
+            id="outcome-" + _digest(_fingerprint(chosen), _fingerprint(rejected), branch_turn),
             scenario=chosen.scenario,
             task_id=chosen.task_id,
             prefix=prefix,
-            chosen=chosen_turns,
-            rejected=rejected_turns,
-            branch_turn=0,
+            chosen=chosen_turns[shared:],
+            rejected=rejected_turns[shared:],
+            branch_turn=branch_turn,
             value_chosen=chosen.reward,
             value_rejected=rejected.reward,
             source="outcome",
@@ -211,6 +231,21 @@ def _outcome_pair(chosen: Trajectory, is_expert: bool, rejected: Trajectory, pre
     except ValidationError:
         stats.skipped["invalid_pair"] += 1
         return None
+
+
+def _shared_opening(a: list[Turn], b: list[Turn]) -> int:
+    """How many leading turns two episodes' continuations share, cut back so that both still go on
+    with an action of their own (a pair's sides start with the agent's action at the branch state)."""
+    shared = 0
+    for x, y in zip(a, b):
+        same_tokens = x.token_ids is None or y.token_ids is None or x.token_ids == y.token_ids
+        if (x.role, x.text) != (y.role, y.text) or not same_tokens:
+            break
+        shared += 1
+    while shared > 0 and not (shared < len(a) and shared < len(b)
+                              and a[shared].role == b[shared].role == "assistant"):
+        shared -= 1
+    return shared
 
 
 def _prompt_prefix(trajectory: Trajectory) -> list[Turn]:
@@ -594,6 +629,8 @@ def _branch_pair(state: _State, samples: int, tau: float, seed: int, behaviour: 
 
 
 __all__ = [
+    "ANCHORS",
+    "Anchor",
     "PairStats",
     "ReplayMismatch",
     "branch_pairs",

@@ -1,10 +1,10 @@
 """`PreferencePair`: two continuations of one shared conversation prefix, one preferred.
 
 A pair is anchored at the state where its continuations diverge: `prefix` holds every turn up to
-that state (the system prompt if recorded, the goal, and for branch pairs the first k actions and
-their observations), and `chosen` / `rejected` hold what followed on each side, each starting with
-the agent's action at the branch state. Whole-trajectory pairs (ETO, DMPO) branch at k = 0, right
-after the goal. Only the trainable assistant turns of the continuations are ever scored.
+that state (the system prompt if recorded, the goal, and the first k actions and their
+observations), and `chosen` / `rejected` hold what followed on each side, each starting with the
+agent's action at the branch state. Whole-trajectory pairs as ETO and DMPO build them branch at
+k = 0, right after the goal. Only the trainable assistant turns of the continuations are ever scored.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PreferencePair(BaseModel):
     prefix: list[Turn] = Field(description="The shared turns, up to and including the observation before the branch action.")
     chosen: list[Turn] = Field(description="The preferred continuation, starting with an assistant turn.")
     rejected: list[Turn] = Field(description="The dispreferred continuation, starting with an assistant turn.")
-    branch_turn: int = Field(0, ge=0, description="k: the number of agent actions in the prefix (0 for whole trajectories).")
+    branch_turn: int = Field(0, ge=0, description="k: the number of agent actions in the prefix (0: right after the goal).")
     value_chosen: float | None = Field(None, description="Return or value estimate of the chosen side, where known.")
     value_rejected: float | None = Field(None, description="Return or value estimate of the rejected side, where known.")
     num_samples: int | None = Field(None, ge=1, description="Branch pairs: Monte-Carlo continuations behind each estimate.")

@@ -9,7 +9,7 @@ seeds of test success and mean reward.
 
     python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
         [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300] [--alpha A]
-        [--no-expert] [--swap-names] [--fresh-instances]
+        [--no-expert] [--anchor start] [--swap-names] [--fresh-instances]
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--alpha", type=float, default=0.0, help="weight of the SFT term on the chosen actions")
     parser.add_argument("--no-expert", action="store_true",
                         help="outcome pairs take only the policy's own successes as chosen, never the oracle")
+    parser.add_argument("--anchor", choices=["divergence", "start"], default="divergence",
+                        help="outcome pairs: branch where the two episodes first differ, or at the goal (pairs.anchor)")
     parser.add_argument("--swap-names", action="store_true",
                         help="explore on the train tasks with their names swapped for fresh ones (rollouts.swap_names)")
     parser.add_argument("--fresh-instances", action="store_true",
@@ -91,7 +93,7 @@ def main() -> int:
                          "swap_names": args.swap_names, "fresh_seed": 1000 + seed if args.fresh_instances else None},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau,
-                      "expert": not args.no_expert},
+                      "expert": not args.no_expert, "anchor": args.anchor},
             "train": {"algorithms": [algorithm_settings(name, args.beta, args.alpha, args.gamma)
                                      for name in args.algorithms],
                       "config": {"epochs": args.epochs, "learning_rate": args.lr, "max_seconds": None}},
@@ -118,6 +120,7 @@ def main() -> int:
     name = f"alignment_e2e_{load_scenario(scenario_path).name}_{len(args.seeds)}seeds"
     name += f"_alpha{args.alpha:g}" if args.alpha else ""
     name += "_onpolicy" if args.no_expert else ""
+    name += "_anchorstart" if args.anchor == "start" else ""
     name += "_fresh" if args.fresh_instances else ""
     name += "_swapnames" if args.swap_names else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""

@@ -4,7 +4,7 @@ The analogue of the ETO / DMPO / IPR result tables, with one tiny from-scratch m
 (agents/tiny.py, size `tiny`: 2 layers, 128 wide, a tokenizer trained per domain) in every domain.
 For each (domain, seed) cell, one `trajalign run` (`run_pipeline`) builds the model, fine-tunes it
 on noisy-oracle successes (SFT), samples the SFT policy on train tasks, builds outcome pairs (the
-oracle's trajectory against failed rollouts: the ETO construction) and branch pairs (per-state
+oracle's trajectory against failed rollouts, anchored at the goal: the ETO construction) and branch pairs (per-state
 Monte-Carlo credit), trains dpo and dmpo on the outcome pairs and stepwise on the branch pairs, and
 evaluates every model greedily on held-out test tasks with `evaluate_policy` (the code of
 `trajalign eval`). Base is the untrained model from model init, evaluated the same way. The PPO row
@@ -153,7 +153,7 @@ def pipeline_config(cell: Cell, size: Size) -> RunConfig:
         "rollouts": {"tasks": size.rollout_tasks, "samples_per_task": size.samples_per_task, "batch_size": batch},
         "pairs": {"max_pairs_per_task": size.max_pairs_per_task, "branch_trajectories": size.branch_trajectories,
                   "states_per_trajectory": size.states_per_trajectory, "branch_samples": size.branch_samples,
-                  "tau": size.tau},
+                  "tau": size.tau, "anchor": "start"},  # outcome pairs from the goal, as ETO and DMPO build them
         "train": {"algorithms": ["dpo", "dmpo", "stepwise"],
                   "config": {"epochs": size.train_epochs, "max_seconds": size.train_seconds,
                              "val_fraction": size.val_fraction}},

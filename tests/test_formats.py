@@ -119,8 +119,9 @@ def test_sharegpt_rows_carry_per_turn_loss_flags(tmp_path, branch):
     assert _texts(pair.chosen) == [("assistant", "good")] and pair.chosen[0].trainable
 
 
-def test_openai_refuses_multi_action_continuations_unless_asked_to_cut(tmp_path, outcome, branch):
-    pairs = outcome + branch
+def test_openai_refuses_multi_action_continuations_unless_asked_to_cut(tmp_path, rollouts, outcome, branch):
+    # Pairs anchored at the goal, as ETO and DMPO build them, often open with the same action on both sides.
+    pairs = outcome + list(outcome_pairs(rollouts[1], rollouts[0], anchor="start")) + branch
     multi = sum(p.actions("chosen") > 1 or p.actions("rejected") > 1 for p in pairs)
     assert multi > 0
     path = tmp_path / "openai.jsonl"
@@ -130,7 +131,7 @@ def test_openai_refuses_multi_action_continuations_unless_asked_to_cut(tmp_path,
 
     stats = export_pairs(pairs, path, "openai", openai_multi_turn="first_action")
     same_first = sum(p.chosen[0].text == p.rejected[0].text for p in pairs)
-    assert same_first > 0  # outcome pairs often start with the same action
+    assert 0 < same_first and all(p.branch_turn == 0 for p in pairs if p.chosen[0].text == p.rejected[0].text)
     assert stats.skipped == {"same_first_action": same_first}
     assert stats.written == len(pairs) - same_first and stats.trimmed == multi - same_first
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -165,7 +166,7 @@ def test_system_prompt_is_added_where_asked(tmp_path, retail, outcome):
     for line, pair in zip(path.read_text().splitlines(), outcome):
         prompt = json.loads(line)["prompt"]
         assert prompt[0] == {"role": "system", "content": scenario_system_prompt(retail)}
-        assert prompt[1:] == [{"role": "user", "content": pair.prefix[0].text}]
+        assert prompt[1] == {"role": "user", "content": pair.prefix[0].text} and len(prompt) == 1 + len(pair.prefix)
 
 
 def test_trl_implicit_prompt_is_split_where_the_sides_diverge():

@@ -232,3 +232,29 @@ def test_per_step_shift_moves_dpo_by_the_length_gap_and_an_occupancy_shift_leave
     if extra:  # dmpo is not invariant to dpo's shift: its invariance is to the occupancy measure's constant
         shifted = margin("dmpo", deltas["w"] + c, deltas["l"] + c)
         assert abs(shifted - before) > 1e-3
+
+
+@pytest.mark.parametrize("gamma", [0.9, 1.0])
+def test_an_opening_both_sides_share_moves_dmpo_only_when_the_pair_is_anchored_before_it(gamma):
+    """Why outcome pairs are anchored where the episodes first differ (`outcome_pairs(anchor="divergence")`).
+
+    Both sides open with the same two actions, so their log-ratios are equal on both sides. dpo's sum
+    cancels them whatever their values. Anchored at the goal (k = 0), dmpo weighs action i of a side
+    with n actions by φ_γ(i, n), which differs between sides of different lengths for i ≥ 1: the shared
+    actions move its margin, so training pushes them up or down by the length gap. Anchored after the
+    opening, they are in the prefix and carry no gradient.
+    """
+    chosen, rejected = [0.5, 0.1], [-0.4, 0.2, 0.1, -0.3]
+
+    def margin(algo, opening):
+        policy, reference = _policy_and_reference([opening + chosen], [opening + rejected])
+        config = LossConfig(algo=algo, beta=BETA, gamma=gamma)
+        return preference_loss(config, policy, reference)[1]["rewards/margins"].item()
+
+    anchored = margin("dpo", [])
+    assert margin("dpo", [0.0, 0.0]) == pytest.approx(anchored, abs=1e-6)
+    assert margin("dpo", [0.8, -0.6]) == pytest.approx(anchored, abs=1e-6)
+    at_start = margin("dmpo", [0.8, -0.6]) - margin("dmpo", [0.0, 0.0])
+    second_weight = {n: phi(torch.tensor(1), torch.tensor(n), gamma).item() for n in (4, 6)}  # 2 shared + 2 or 4
+    expected = BETA * -0.6 * (second_weight[4] - second_weight[6])
+    assert at_start == pytest.approx(expected, abs=1e-6) and abs(at_start) > 1e-3

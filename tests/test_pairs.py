@@ -86,19 +86,59 @@ def test_outcome_pairs_put_a_success_against_a_failure_of_the_same_task(oracle, 
     goals = {task.id: task.goal for task in tasks}
     rejected_seeds = []
     for pair in pairs:
-        assert pair.source == "outcome" and pair.branch_turn == 0
+        assert pair.source == "outcome"
         assert pair.metadata["chosen"]["status"] == "success"
         assert pair.metadata["rejected"]["status"] != "success"
         assert pair.metadata["rejected"]["seed"] != 99  # the env_error trajectory is never used
-        assert pair.prefix == [Turn(role="user", text=goals[pair.task_id])]
+        assert pair.prefix[0] == Turn(role="user", text=goals[pair.task_id])
         assert (pair.value_chosen, pair.value_rejected) == (1.0, 0.0)
+        # Anchored where the episodes first differ: the shared opening is the prefix, its actions counted by k.
+        shared = pair.prefix[1:]
+        assert pair.branch_turn == sum(turn.role == "assistant" for turn in shared)
+        assert pair.chosen[0].role == pair.rejected[0].role == "assistant"
+        assert pair.chosen[0].text != pair.rejected[0].text
         (rejected,) = [t for t in failed if t.task_id == pair.task_id and t.seed == pair.metadata["rejected"]["seed"]]
-        assert pair.rejected == rejected.turns[1:]
+        assert shared + pair.rejected == rejected.turns[1:]
         chosen_pool = [t for t in [*oracle, *noisy] if t.task_id == pair.task_id and t.success]
-        assert pair.chosen in [t.turns[1:] for t in chosen_pool]
+        assert shared + pair.chosen in [t.turns[1:] for t in chosen_pool]
         rejected_seeds.append((pair.task_id, rejected.seed))
     assert len(set(rejected_seeds)) == len(pairs)
     assert len({pair.id for pair in pairs}) == len(pairs)
+    assert any(pair.branch_turn > 0 for pair in pairs)  # the noisy agent often errs after a correct opening
+
+
+def test_outcome_pairs_anchored_at_the_start_keep_every_action(oracle, noisy):
+    """anchor="start" is the ETO/DMPO construction: k = 0, the same pairs with the shared opening in both sides."""
+    divergent = {(p.task_id, p.metadata["rejected"]["seed"]): p for p in outcome_pairs(noisy, expert=oracle)}
+    start = list(outcome_pairs(noisy, expert=oracle, anchor="start"))
+    assert len(start) == len(divergent)
+    for pair in start:
+        twin = divergent[(pair.task_id, pair.metadata["rejected"]["seed"])]
+        assert pair.branch_turn == 0 and len(pair.prefix) == 1
+        shared = twin.prefix[1:]
+        assert pair.chosen == shared + twin.chosen and pair.rejected == shared + twin.rejected
+        assert (pair.id == twin.id) == (twin.branch_turn == 0)  # ids name the anchor too
+    with pytest.raises(ValueError, match="anchor must be one of divergence, start"):
+        list(outcome_pairs(noisy, expert=oracle, anchor="goal"))
+
+
+def test_the_shared_opening_needs_the_same_tokens_where_both_sides_recorded_them(oracle, noisy):
+    rejected = next(t for t in noisy if not t.success)
+    (expert,) = [t for t in oracle if t.task_id == rejected.task_id]
+    first = rejected.turns[1]
+    assert first.role == "assistant" and first == expert.turns[1]
+
+    def with_tokens(trajectory, token_ids):
+        turns = list(trajectory.turns)
+        turns[1] = turns[1].model_copy(update={"token_ids": token_ids})
+        return trajectory.model_copy(update={"turns": turns})
+
+    # The same text sampled as different tokens is a different action for the policy: no shared opening.
+    (pair,) = outcome_pairs([with_tokens(rejected, [5, 6])], expert=[with_tokens(expert, [5, 7])])
+    assert pair.branch_turn == 0 and pair.rejected[0].token_ids == [5, 6]
+    # Recorded on one side only, the text decides, and the prefix keeps the recorded tokens.
+    (pair,) = outcome_pairs([with_tokens(rejected, [5, 6])], expert=[expert])
+    assert pair.branch_turn >= 1 and pair.prefix[1].token_ids == [5, 6]
 
 
 def test_outcome_pairs_drop_ties_and_unshared_prompts(oracle, noisy, retail):
@@ -125,8 +165,9 @@ def test_outcome_pairs_drop_ties_and_unshared_prompts(oracle, noisy, retail):
     system = Turn(role="system", text=scenario_system_prompt(retail), token_ids=[1, 2, 3])
     with_system = expert.model_copy(update={"turns": [system, *expert.turns]})
     (pair,) = outcome_pairs([target], expert=[with_system])
-    assert pair.prefix == [system, expert.turns[0]] and expert.turns[0].text == target.turns[0].text
-    assert pair.chosen == expert.turns[1:] and pair.rejected == target.turns[1:]
+    assert pair.prefix[:2] == [system, expert.turns[0]] and expert.turns[0].text == target.turns[0].text
+    shared = pair.prefix[2:]
+    assert shared + pair.chosen == expert.turns[1:] and shared + pair.rejected == target.turns[1:]
     wrong = with_system.model_copy(update={"turns": [Turn(role="system", text="other rules"), *expert.turns]})
     stats = PairStats()
     assert list(outcome_pairs([target], expert=[wrong], stats=stats)) == []
@@ -429,6 +470,10 @@ def test_cli_outcome_writes_pairs_once_and_reports_bad_lines(tmp_path, capsys, o
     assert _cli(argv) == 0  # a rerun adds nothing
     assert f"written: 0 pairs to {out} ({failed} already there)" in capsys.readouterr().out
     assert len(read_jsonl(out, PreferencePair)) == failed
+    assert any(p.branch_turn > 0 for p in pairs)
+    at_start = tmp_path / "pairs-start.jsonl"
+    assert _cli([*argv[:-1], str(at_start), "--anchor", "start"]) == 0
+    assert {p.branch_turn for p in read_jsonl(at_start, PreferencePair)} == {0}
     assert _cli(["pairs", "outcome", "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
 
 

@@ -42,6 +42,9 @@ def add_pairs_commands(commands: Any) -> None:
     outcome.add_argument("--out", required=True, type=Path, help="pairs JSONL file (appended to)")
     outcome.add_argument("--max-per-task", type=int, help="keep a seeded sample of at most N pairs per task")
     outcome.add_argument("--seed", type=int, default=0)
+    outcome.add_argument("--anchor", choices=["divergence", "start"], default="divergence",
+                         help="branch where the two episodes first differ (default), or right after the goal as "
+                         "ETO and DMPO build their pairs")
     outcome.set_defaults(handler=_outcome)
 
     branch = pairs.add_parser("branch", help="step-wise pairs: branch N continuations at recorded states and pair "
@@ -107,7 +110,8 @@ def _outcome(args: argparse.Namespace) -> int:
         return _error(f"no such file: {', '.join(map(str, missing))}")
     bad: list[BadLine] = []
     stats = PairStats()
-    pairs = outcome_pairs(_read(args.data, bad), _read(args.expert, bad), args.max_per_task, args.seed, stats)
+    pairs = outcome_pairs(_read(args.data, bad), _read(args.expert, bad), args.max_per_task, args.seed, stats,
+                          anchor=args.anchor)
     written, duplicates = _write_pairs(pairs, args.out)
     _print_summary(stats.summary(), written, duplicates, bad, args.out)
     return 0

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
 from trajalign.agents.rollout import agent_player, episode_plan, record_rollouts
 from trajalign.agents.sft import SFTConfig
+from trajalign.alignment.builders import Anchor
 from trajalign.alignment.losses import ALGORITHMS, LossConfig
 from trajalign.alignment.trainer import TrainConfig, TrainResult
 from trajalign.envs import Scenario, ScenarioError, load_scenario
@@ -95,6 +96,8 @@ class RolloutSettings(SamplingSettings):
 class PairSettings(_Settings):
     expert: bool = Field(True, description="Outcome pairs may take the oracle's trajectory as the chosen side.")
     max_pairs_per_task: int | None = Field(4, gt=0)
+    anchor: Anchor = Field("divergence", description="Outcome pairs: branch where the two episodes first differ "
+                           "(shared opening actions join the prefix), or at the goal (start), as ETO and DMPO do.")
     branch_samples: int = Field(4, gt=1, description="N: continuations sampled at each branch state.")
     tau: float = Field(0.5, ge=0, description="Minimum Q̂ gap between the two sides of a branch pair.")
     states_per_trajectory: int = Field(2, gt=0, description="Branch states sampled per failed rollout.")
@@ -326,7 +329,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
-                    rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed))
+                    rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed,
+                    anchor=config.pairs.anchor))
         if kinds & {"branch", "both"}:
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
