@@ -9,7 +9,7 @@ seeds of test success and mean reward.
 
     python benchmarks/alignment_e2e.py [--scenario filesystem] [--task-count 3000] [--seeds 0 1 2] [--jobs 3]
         [--sft-model DIR] [--algorithms dpo dmpo stepwise] [--rollout-tasks 600] [--eval-episodes 300] [--alpha A]
-        [--no-expert] [--anchor start] [--swap-names] [--fresh-instances]
+        [--no-expert] [--anchor start] [--swap-names] [--fresh-instances] [--greedy-probe]
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ def main() -> int:
     parser.add_argument("--fresh-instances", action="store_true",
                         help="explore on fresh instances of the train groups, which the SFT policy never saw: the "
                         "scenario's generator run with seed 1000 + the run's seed (rollouts.fresh_seed)")
+    parser.add_argument("--greedy-probe", action="store_true",
+                        help="play each task greedily first and sample only the tasks that failed; outcome pairs "
+                        "reject the greedy failures (rollouts.greedy_probe)")
     parser.add_argument("--eval-episodes", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
@@ -89,7 +92,7 @@ def main() -> int:
             "out": args.out / f"seed-{seed}", "scenario": scenario_path, "seed": seed,
             "model": {"path": sft_model}, "sft": {"enabled": False},
             "rollouts": {"tasks": args.rollout_tasks, "samples_per_task": args.samples_per_task,
-                         "temperature": args.temperature,
+                         "temperature": args.temperature, "greedy_probe": args.greedy_probe,
                          "swap_names": args.swap_names, "fresh_seed": 1000 + seed if args.fresh_instances else None},
             "pairs": {"branch_trajectories": args.branch_trajectories, "branch_samples": args.branch_samples,
                       "states_per_trajectory": args.states_per_trajectory, "tau": args.tau,
@@ -122,6 +125,7 @@ def main() -> int:
     name += "_onpolicy" if args.no_expert else ""
     name += "_anchorstart" if args.anchor == "start" else ""
     name += "_fresh" if args.fresh_instances else ""
+    name += "_greedyprobe" if args.greedy_probe else ""
     name += "_swapnames" if args.swap_names else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
     name += f"_{args.epochs}ep" if args.epochs != 2 else ""

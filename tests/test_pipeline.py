@@ -112,6 +112,27 @@ def test_exploring_fresh_instances_rolls_out_and_pairs_on_tasks_sft_never_saw(sm
     assert not (tmp_path / "own-seed" / "rollouts.jsonl").exists()
 
 
+def test_a_greedy_probe_samples_only_the_tasks_greedy_decoding_fails_and_pairs_reject_only_those(smoke_run, tmp_path):
+    _, smoke_out, _ = smoke_run
+    config = RunConfig.model_validate({
+        **SMOKE, "out": tmp_path / "probe", "model": {"path": smoke_out / "sft" / "model"}, "sft": {"enabled": False},
+        "rollouts": {"tasks": 8, "samples_per_task": 2, "max_new_tokens": 48, "greedy_probe": True},
+        "train": {"algorithms": ["dpo"], "config": SMOKE["train"]["config"]}, "eval": {"episodes": 2}})
+    run_pipeline(config, progress=False, log=lambda _: None)
+    greedy = read_jsonl(config.out / "rollouts-greedy.jsonl", Trajectory)
+    sampled = read_jsonl(config.out / "rollouts.jsonl", Trajectory)
+    assert len(greedy) == 8 and len({t.task_id for t in greedy}) == 8
+    failed = {t.task_id for t in greedy if not t.success}
+    assert failed, "the smoke policy should fail some train tasks greedily"
+    assert sorted(t.task_id for t in sampled) == sorted(2 * list(failed))
+    # Every rejected side is a greedy failure (here against the oracle), none a sampled one.
+    pairs = read_jsonl(config.out / "pairs-outcome.jsonl", PreferencePair)
+    episodes = {(t.task_id, tuple(turn.text for turn in t.turns)) for t in greedy if not t.success}
+    assert len(pairs) == len(failed)
+    for pair in pairs:
+        assert (pair.task_id, tuple(turn.text for turn in pair.prefix + pair.rejected)) in episodes
+
+
 def test_config_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"algorithms": ["dpo", "ppo"]}}))

@@ -6,7 +6,8 @@ so an interrupted run continues where it stopped:
     base-model/           a tiny model built offline for the scenario (or `model.path`)
     sft-data.jsonl        scripted (oracle or noisy-oracle) trajectories of the train tasks
     sft/                  supervised fine-tuning on their successes        -> the SFT policy
-    rollouts.jsonl        the SFT policy sampled on the train tasks
+    rollouts-greedy.jsonl with rollouts.greedy_probe: one greedy episode per train task
+    rollouts.jsonl        the SFT policy sampled on the train tasks (with the probe: those greedy failed)
     expert.jsonl          the oracle on the same tasks
     pairs-outcome.jsonl   outcome pairs: successes and oracle trajectories against failed rollouts
     pairs-branch.jsonl    branch pairs: per-state Monte-Carlo credit from the rollouts' states
@@ -91,6 +92,10 @@ class RolloutSettings(SamplingSettings):
                                    "the train tasks: the scenario's task generator run with this seed (not its "
                                    "own) gives other files, people and values, which the SFT policy cannot have "
                                    "memorized. Needs a generator-based tool-use scenario.")
+    greedy_probe: bool = Field(False, description="First play each task once greedily, as evaluation decodes, and "
+                               "sample samples_per_task episodes only of the tasks that failed; outcome pairs then "
+                               "reject the greedy failures (chosen: a sampled success), not sampled slips that "
+                               "greedy decoding would not make.")
 
 
 class PairSettings(_Settings):
@@ -290,21 +295,33 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     pair_counts: dict[str, int] = {}
     if config.train.algorithms:
         # -- 3. the SFT policy's own attempts at the train tasks
-        with stage("rollouts"):
-            rollouts_file = out / "rollouts.jsonl"
-            train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
-            plan = episode_plan(train_tasks, len(train_tasks) * config.rollouts.samples_per_task, config.seed)
+        def record(plan: list[tuple[str, int]], path: Path, sampling: SamplingSettings) -> tuple[Any, list[Trajectory]]:
+            """Play the plan with the SFT policy (on Ray actors or here); returns the policy and the episodes."""
             if on_ray:
                 from trajalign.ray_rollouts import ray_record_rollouts
 
-                sampler = _llm_spec(sft_model, config.rollouts, config.seed)
-                _, rollouts = ray_record_rollouts(explored, "train", plan, rollouts_file, sampler,
-                                                  config.ray.worker_settings(), progress=progress)
-            else:
-                sampler = policy(sft_model, config.rollouts, config.seed)
-                _, rollouts = record_rollouts(
-                    explored, "train", plan, rollouts_file, sampler.name,
-                    _llm_player(sampler, explored, "train", config.rollouts.batch_size), progress=progress)
+                spec = _llm_spec(sft_model, sampling, config.seed)
+                return spec, ray_record_rollouts(explored, "train", plan, path, spec, config.ray.worker_settings(),
+                                                 progress=progress)[1]
+            player = policy(sft_model, sampling, config.seed)
+            return player, record_rollouts(explored, "train", plan, path, player.name,
+                                           _llm_player(player, explored, "train", config.rollouts.batch_size),
+                                           progress=progress)[1]
+
+        with stage("rollouts"):
+            train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
+            sampled_tasks, greedy = train_tasks, []
+            if config.rollouts.greedy_probe:
+                _, greedy = record([(task.id, config.seed) for task in train_tasks], out / "rollouts-greedy.jsonl",
+                                   config.rollouts.model_copy(update={"temperature": 0.0}))
+                failed = {trajectory.task_id for trajectory in greedy if not trajectory.success}
+                sampled_tasks = [task for task in train_tasks if task.id in failed]
+                log(f"   greedy probe: {len(failed)} of {len(train_tasks)} tasks failed; sampling those")
+            plan = episode_plan(sampled_tasks, len(sampled_tasks) * config.rollouts.samples_per_task, config.seed)
+            sampler, sampled = record(plan, out / "rollouts.jsonl", config.rollouts)
+            rollouts = greedy + sampled
+            # With the probe, outcome pairs reject only what greedy decoding did, never a sampled slip.
+            outcome_sources = greedy + [t for t in sampled if t.success] if config.rollouts.greedy_probe else rollouts
 
         # -- 4. preference pairs
         kinds = {settings.pair_kind for settings in config.train.algorithms}
@@ -329,8 +346,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
-                    rollouts, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task, seed=config.seed,
-                    anchor=config.pairs.anchor))
+                    outcome_sources, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task,
+                    seed=config.seed, anchor=config.pairs.anchor))
         if kinds & {"branch", "both"}:
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
