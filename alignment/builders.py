@@ -96,11 +96,13 @@ def outcome_pairs(
     `anchor="divergence"` (the default) moves the turns both episodes open with identically (the
     same actions, with the same token ids where both sides recorded them, and the same observations)
     into the prefix: `branch_turn` counts those shared actions and each side starts at its first
-    differing action, as branch pairs do. The shared actions then carry no gradient under any loss
-    (DESIGN.md §6, Fix 2). dpo's loss is the same either way, since identical actions cancel in its
-    sum; dmpo's φ weights count from the divergence instead of from the goal, so shared actions
-    are not pushed up or down by the two sides' different lengths. `anchor="start"` keeps every
-    action in both sides (k = 0), the construction of the ETO and DMPO papers.
+    differing action, as branch pairs do. (Where the episodes part at an observation, or one ends
+    after the shared turns, both sides start with the last action they share instead.) The shared
+    actions then carry no gradient under any preference loss (DESIGN.md §6, Fix 2). dpo's is the
+    same either way, since identical actions cancel in its sum; dmpo's φ weights count from the
+    divergence instead of from the goal, so shared actions are not pushed up or down by the two
+    sides' different lengths. `anchor="start"` keeps every action in both sides (k = 0), the
+    construction of the ETO and DMPO papers.
 
     Skip reasons in `stats.skipped`, each counting failed rollouts unless noted: `env_error`
     (trajectories of either input), `no_chosen` (no success or expert for the task), `goal_mismatch`,
@@ -216,7 +218,9 @@ def _outcome_pair(chosen: Trajectory, is_expert: bool, rejected: Trajectory, pre
     branch_turn = sum(turn.role == "assistant" for turn in chosen_turns[:shared])
     try:
         return PreferencePair(
-            id="outcome-" + _digest(_fingerprint(chosen), _fingerprint(rejected), branch_turn),
+            # k joins the digest only past 0, so pairs anchored at the goal keep their ids across versions.
+            id="outcome-" + _digest(_fingerprint(chosen), _fingerprint(rejected),
+                                    *([branch_turn] if branch_turn else [])),
             scenario=chosen.scenario,
             task_id=chosen.task_id,
             prefix=prefix,

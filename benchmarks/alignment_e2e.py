@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algorithms", nargs="+", default=["dpo", "dmpo", "stepwise"],
                         help="algorithm names, or ALGO:PAIRS to choose its pairs (stepwise:both also trains on "
-                        "whole-trajectory outcome pairs, the branch state k = 0)")
+                        "the outcome pairs)")
     parser.add_argument("--sft-model", type=Path, help="start from this SFT model instead of training one")
     parser.add_argument("--sft-minutes", type=float, default=9.0)
     parser.add_argument("--rollout-tasks", type=int, default=600, help="train tasks the SFT policy is sampled on")

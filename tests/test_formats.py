@@ -121,7 +121,9 @@ def test_sharegpt_rows_carry_per_turn_loss_flags(tmp_path, branch):
 
 def test_openai_refuses_multi_action_continuations_unless_asked_to_cut(tmp_path, rollouts, outcome, branch):
     # Pairs anchored at the goal, as ETO and DMPO build them, often open with the same action on both sides.
-    pairs = outcome + list(outcome_pairs(rollouts[1], rollouts[0], anchor="start")) + branch
+    ids = {pair.id for pair in outcome}
+    at_start = [pair for pair in outcome_pairs(rollouts[1], rollouts[0], anchor="start") if pair.id not in ids]
+    pairs = outcome + at_start + branch
     multi = sum(p.actions("chosen") > 1 or p.actions("rejected") > 1 for p in pairs)
     assert multi > 0
     path = tmp_path / "openai.jsonl"

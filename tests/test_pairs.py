@@ -25,6 +25,7 @@ from trajalign.alignment.builders import (
 )
 from trajalign.alignment.pairs import PreferencePair
 from trajalign.envs import Turn, load_scenario, make_env
+from trajalign.envs.trajectory import EpisodeTiming, Trajectory
 from trajalign.envs.jsonl import JsonlWriter, read_jsonl
 from trajalign.pairs_cli import add_pairs_commands
 
@@ -117,9 +118,33 @@ def test_outcome_pairs_anchored_at_the_start_keep_every_action(oracle, noisy):
         assert pair.branch_turn == 0 and len(pair.prefix) == 1
         shared = twin.prefix[1:]
         assert pair.chosen == shared + twin.chosen and pair.rejected == shared + twin.rejected
-        assert (pair.id == twin.id) == (twin.branch_turn == 0)  # ids name the anchor too
+        assert (pair.id == twin.id) == (twin.branch_turn == 0)  # ids name k past 0
     with pytest.raises(ValueError, match="anchor must be one of divergence, start"):
         list(outcome_pairs(noisy, expert=oracle, anchor="goal"))
+
+
+def test_episodes_that_part_at_an_observation_or_end_together_share_up_to_their_last_common_action():
+    goal = Turn(role="user", text="rename the report")
+
+    def episode(*texts, reward=0.0):
+        turns = [goal] + [Turn(role="assistant" if i % 2 == 0 else "tool", text=text, trainable=i % 2 == 0)
+                          for i, text in enumerate(texts)]
+        actions = sum(turn.role == "assistant" for turn in turns)
+        return Trajectory(scenario="filesystem", task_id="t", split="train", seed=int(reward), agent="model",
+                          turns=turns, rewards=[0.0] * (actions - 1) + [reward], reward=reward,
+                          status="success" if reward else "failure",
+                          timing=EpisodeTiming(started_at=0.0, duration_s=0.0, env_s=0.0))
+
+    # The same action met two observations (the environment is not deterministic): that action is
+    # the last state both share, so both sides start with it.
+    (pair,) = outcome_pairs([episode("look", "A", "answer x", reward=0.0)],
+                            expert=[episode("look", "B", "answer y", reward=1.0)])
+    assert pair.branch_turn == 0 and pair.chosen[0].text == pair.rejected[0].text == "look"
+    # One episode continues the other: the sides keep their last shared action as well.
+    (pair,) = outcome_pairs([episode("look", "A", "answer x", "done", "answer x", reward=0.0)],
+                            expert=[episode("look", "A", "answer x", reward=1.0)])
+    assert pair.branch_turn == 1 and [t.text for t in pair.prefix] == ["rename the report", "look", "A"]
+    assert [t.text for t in pair.chosen] == ["answer x"] and [t.text for t in pair.rejected][:1] == ["answer x"]
 
 
 def test_the_shared_opening_needs_the_same_tokens_where_both_sides_recorded_them(oracle, noisy):

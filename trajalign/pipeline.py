@@ -9,7 +9,8 @@ so an interrupted run continues where it stopped:
     rollouts-greedy.jsonl with rollouts.greedy_probe: one greedy episode per train task
     rollouts.jsonl        the SFT policy sampled on the train tasks (with the probe: those greedy failed)
     expert.jsonl          the oracle on the same tasks
-    pairs-outcome.jsonl   outcome pairs: successes and oracle trajectories against failed rollouts
+    pairs-outcome.jsonl   outcome pairs: successes and oracle trajectories against failed rollouts (greedy ones
+                          with rollouts.greedy_probe)
     pairs-branch.jsonl    branch pairs: per-state Monte-Carlo credit from the rollouts' states
     train-<algo>/         preference training of the SFT policy, one run per algorithm
     eval-<name>.jsonl     greedy episodes on the test tasks, per model
@@ -312,7 +313,9 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
             sampled_tasks, greedy = train_tasks, []
             if config.rollouts.greedy_probe:
-                _, greedy = record([(task.id, config.seed) for task in train_tasks], out / "rollouts-greedy.jsonl",
+                # A seed past all the sampled plan can use: branching seeds continuations by (task, episode seed).
+                probe_seed = config.seed + len(train_tasks) * config.rollouts.samples_per_task
+                _, greedy = record([(task.id, probe_seed) for task in train_tasks], out / "rollouts-greedy.jsonl",
                                    config.rollouts.model_copy(update={"temperature": 0.0}))
                 failed = {trajectory.task_id for trajectory in greedy if not trajectory.success}
                 sampled_tasks = [task for task in train_tasks if task.id in failed]
