@@ -421,6 +421,7 @@ def branch_pairs(
     max_states_per_trajectory: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
+    against_recorded: bool = False,
     stats: PairStats | None = None,
     progress: bool = False,
 ) -> Iterator[PreferencePair]:
@@ -443,10 +444,15 @@ def branch_pairs(
     k with value_chosen = Q̂_w and value_rejected = Q̂_l. The prefix is the recorded first turns,
     token ids included.
 
+    `against_recorded=True` makes the recorded trajectory's own continuation from s_k the rejected
+    side: it joins its first action's group (with its final reward), and a pair is made only where
+    another action's Q̂ beats that group's by more than τ. Branching a greedy episode this way
+    contrasts what greedy decoding did at s_k with a sampled action that does better.
+
     Skip reasons in `stats.skipped`: `other_scenario`, `env_error`, `malformed` (trajectories);
     `replay_mismatch` (states); `continuation_env_error`, `continuation_without_action`
-    (continuations); `too_few_continuations`, `single_action`, `below_tau`, `invalid_pair` (states
-    that gave no pair).
+    (continuations); `too_few_continuations`, `single_action`, `below_tau`, `recorded_is_best`
+    (against_recorded), `invalid_pair` (states that gave no pair).
     """
     if (policy is None) == (agent_factory is None):
         raise ValueError("pass exactly one of `policy` (an LLMPolicy) and `agent_factory` (scripted agents)")
@@ -472,7 +478,8 @@ def branch_pairs(
                 state.results[j] = continuation
                 if len(state.results) == samples:
                     stats.states += 1
-                    pair = _branch_pair(state, samples, tau, seed, behaviour or continuation.agent, stats)
+                    pair = _branch_pair(state, samples, tau, seed, behaviour or continuation.agent, stats,
+                                        against_recorded)
                     state.results.clear()
                     if pair is not None:
                         stats.pairs += 1
@@ -569,10 +576,17 @@ def _restore_for_llm(env: gym.Env, trajectory: Trajectory, k: int) -> tuple[str,
     return restore_state(env, trajectory, k)[0]
 
 
+RECORDED = -1  # the member index of the recorded trajectory's own continuation (against_recorded)
+
+
 def _branch_pair(state: _State, samples: int, tau: float, seed: int, behaviour: str,
-                 stats: PairStats) -> PreferencePair | None:
-    """Group the continuations of one state by first action and pair the best group against the worst."""
+                 stats: PairStats, against_recorded: bool = False) -> PreferencePair | None:
+    """Group the continuations of one state by first action and pair the best group against the worst
+    (or, against_recorded, against the group of the recorded trajectory's own action)."""
     groups: dict[str, list[tuple[int, Trajectory, int]]] = {}
+    if against_recorded:
+        start = prefix_length(state.trajectory, state.k)
+        groups[state.trajectory.turns[start].text] = [(RECORDED, state.trajectory, start)]
     for j in range(samples):
         continuation = state.results[j]
         if continuation.status == "env_error":
@@ -593,13 +607,19 @@ def _branch_pair(state: _State, samples: int, tau: float, seed: int, behaviour: 
     values = {action: sum(c.reward for _, c, _ in members) / len(members) for action, members in groups.items()}
     order = list(groups)  # first-seen order breaks ties, so the choice is deterministic
     best = max(order, key=lambda action: values[action])
-    worst = min(reversed(order), key=lambda action: values[action])
+    worst = order[0] if against_recorded else min(reversed(order), key=lambda action: values[action])
+    if against_recorded and best == worst:
+        stats.skipped["recorded_is_best"] += 1
+        return None
     gap = values[best] - values[worst]
     if gap <= tau:
         stats.skipped["below_tau"] += 1
         return None
     j_w, chosen, start_w = max(groups[best], key=lambda member: (member[1].reward, -member[0]))
-    j_l, rejected, start_l = min(groups[worst], key=lambda member: (member[1].reward, member[0]))
+    if against_recorded:
+        j_l, rejected, start_l = groups[worst][0]  # the recorded continuation, placed first in its group
+    else:
+        j_l, rejected, start_l = min(groups[worst], key=lambda member: (member[1].reward, member[0]))
     trajectory = state.trajectory
     try:
         return PreferencePair(
@@ -623,7 +643,8 @@ def _branch_pair(state: _State, samples: int, tau: float, seed: int, behaviour: 
                 "chosen_group_size": len(groups[best]),
                 "rejected_group_size": len(groups[worst]),
                 "chosen": {"sample": j_w, "seed": state.seeds[j_w], "reward": chosen.reward, "status": chosen.status},
-                "rejected": {"sample": j_l, "seed": state.seeds[j_l], "reward": rejected.reward,
+                "rejected": {"sample": "recorded" if j_l == RECORDED else j_l,
+                             "seed": None if j_l == RECORDED else state.seeds[j_l], "reward": rejected.reward,
                              "status": rejected.status},
             },
         )

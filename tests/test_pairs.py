@@ -265,6 +265,24 @@ def test_branch_pairs_credit_the_branch_state(retail, noisy):
         assert pair.metadata["chosen"]["reward"] > pair.metadata["rejected"]["reward"]
 
 
+def test_branch_pairs_against_the_recorded_continuation_reject_what_the_episode_did(retail, noisy):
+    failed = [t for t in noisy if not t.success]
+    pairs, stats = _branch(retail, failed, against_recorded=True, tau=0.0)
+    assert pairs and stats.skipped["recorded_is_best"] > 0
+    assert stats.states == stats.pairs + sum(stats.skipped[reason] for reason in (*STATE_REASONS, "recorded_is_best"))
+    for pair in pairs:
+        source = _source(pair, failed)
+        # The rejected side is the recorded episode from the branch state on, its group valued with it.
+        assert pair.rejected == source.turns[len(pair.prefix):]
+        assert pair.metadata["rejected"] == {"sample": "recorded", "seed": None, "reward": source.reward,
+                                             "status": source.status}
+        groups = {group["action"]: group for group in pair.metadata["groups"]}
+        recorded = groups[pair.rejected[0].text]
+        assert pair.value_rejected == recorded["value"] and pair.num_samples == 7  # 6 continuations + the episode
+        assert pair.value_chosen == max(group["value"] for group in groups.values()) > recorded["value"]
+        assert pair.chosen[0].text != pair.rejected[0].text
+
+
 def test_branch_pairs_are_reproducible_from_the_seed(retail, noisy):
     first, _ = _branch(retail, noisy[:9])
     second, _ = _branch(retail, noisy[:9])

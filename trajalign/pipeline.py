@@ -355,7 +355,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
                 pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
-                    config, explored, sampler, rollouts, progress))
+                    config, explored, sampler,
+                    [t for t in greedy if not t.success] if config.rollouts.greedy_probe else rollouts, progress))
 
         # -- 5. preference training, one run per algorithm
         trained: list[tuple[str, Path, int]] = []
@@ -491,20 +492,22 @@ def _write_once(path: Path, build: Callable[[], Iterable[BaseModel]]) -> int:
 
 def _branch_pairs(config: RunConfig, scenario: Scenario, policy: Any, rollouts: list[Trajectory],
                   progress: bool) -> Iterator[BaseModel]:
-    """Branch from the failed rollouts first: their states are where a better action changes the outcome."""
+    """Branch from the failed rollouts first: their states are where a better action changes the outcome.
+
+    With the greedy probe, `rollouts` are the failed greedy episodes, and each pair's rejected side is
+    the greedy episode's own continuation: what greedy decoding did at the branch state."""
     from trajalign.alignment.builders import branch_pairs
 
     ordered = sorted(rollouts, key=lambda t: (t.success, t.task_id, t.seed or 0))[: config.pairs.branch_trajectories]
+    options = {"samples": config.pairs.branch_samples, "tau": config.pairs.tau, "seed": config.seed,
+               "max_states_per_trajectory": config.pairs.states_per_trajectory,
+               "against_recorded": config.rollouts.greedy_probe}
     if config.ray.workers is not None:  # `policy` is then the AgentSpec each actor loads
         from trajalign.ray_rollouts import ray_branch_pairs
 
-        return ray_branch_pairs(ordered, scenario, policy, config.ray.worker_settings(),
-                                samples=config.pairs.branch_samples, tau=config.pairs.tau,
-                                max_states_per_trajectory=config.pairs.states_per_trajectory, seed=config.seed,
-                                progress=progress)
-    return branch_pairs(ordered, scenario, samples=config.pairs.branch_samples, tau=config.pairs.tau, policy=policy,
-                        max_states_per_trajectory=config.pairs.states_per_trajectory,
-                        batch_size=config.rollouts.batch_size, seed=config.seed, progress=progress)
+        return ray_branch_pairs(ordered, scenario, policy, config.ray.worker_settings(), progress=progress, **options)
+    return branch_pairs(ordered, scenario, policy=policy, batch_size=config.rollouts.batch_size, progress=progress,
+                        **options)
 
 
 __all__ = ["DEFAULT_PAIRS", "PipelineError", "PipelineResult", "RaySettings", "RunConfig", "load_config",

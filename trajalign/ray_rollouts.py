@@ -584,8 +584,8 @@ def ray_evaluate(spec: AgentSpec, scenario: Scenario, split: str = "test", episo
 
 def ray_branch_pairs(trajectories: Iterable[Trajectory], scenario: Scenario, spec: AgentSpec,
                      settings: WorkerSettings, *, samples: int, tau: float = 0.0,
-                     max_states_per_trajectory: int | None = None, seed: int = 0, stats: Any = None,
-                     progress: bool = False, fault: FaultDrill | None = None) -> Iterator[Any]:
+                     max_states_per_trajectory: int | None = None, seed: int = 0, against_recorded: bool = False,
+                     stats: Any = None, progress: bool = False, fault: FaultDrill | None = None) -> Iterator[Any]:
     """`branch_pairs` with the continuations played on Ray actors; the same pairs, in input order.
 
     `stats` (a `PairStats`) receives the merged counts of every actor; `stats.skipped["worker_died"]`
@@ -597,7 +597,8 @@ def ray_branch_pairs(trajectories: Iterable[Trajectory], scenario: Scenario, spe
     if samples < 2:
         raise ValueError(f"samples must be at least 2 to compare continuations, got {samples}")
     stats = stats if stats is not None else PairStats()
-    options = {"samples": samples, "tau": tau, "max_states_per_trajectory": max_states_per_trajectory, "seed": seed}
+    options = {"samples": samples, "tau": tau, "max_states_per_trajectory": max_states_per_trajectory, "seed": seed,
+               "against_recorded": against_recorded}
     with RolloutPool(scenario, spec, settings, fault) as pool:
         yield from pool.branch(list(trajectories), options, stats, progress)
 
