@@ -149,12 +149,14 @@ def test_an_episode_that_kills_every_actor_is_recorded_as_env_error(retail, tmp_
     assert all("actor died" in t.metadata["error"] for t in trajectories if t.status == "env_error")
 
 
-def test_branching_on_workers_gives_the_pairs_of_one_process(retail, tmp_path):
+@pytest.mark.parametrize("against_recorded", [False, True])
+def test_branching_on_workers_gives_the_pairs_of_one_process(retail, tmp_path, against_recorded):
     rates = NoiseRates(wrong_tool=0.1, wrong_argument=0.1, premature_answer=0.0, repeated_call=0.0)
     source = tmp_path / "noisy.jsonl"
     run_rollouts(retail, lambda: NoisyOracleAgent(retail, rates, seed=1), "train", 6, 0, source, progress=False)
     trajectories = read_jsonl(source, Trajectory)
-    options = {"samples": 4, "tau": 0.0, "max_states_per_trajectory": 2, "seed": 4}
+    options = {"samples": 4, "tau": 0.0, "max_states_per_trajectory": 2, "seed": 4,
+               "against_recorded": against_recorded}
 
     local_stats = PairStats()
     local = list(branch_pairs(trajectories, retail,
@@ -165,6 +167,7 @@ def test_branching_on_workers_gives_the_pairs_of_one_process(retail, tmp_path):
     distributed = list(ray_branch_pairs(trajectories, retail, spec, WorkerSettings(workers=2, chunk_size=2, **HALF),
                                         stats=ray_stats, **options))
     assert local, "the noisy continuations should disagree somewhere"
+    assert all((pair.metadata["rejected"]["sample"] == "recorded") == against_recorded for pair in local)
     assert sorted(pair.model_dump_json() for pair in distributed) == sorted(pair.model_dump_json() for pair in local)
     assert (ray_stats.pairs, ray_stats.states, ray_stats.continuations, ray_stats.skipped) == \
         (local_stats.pairs, local_stats.states, local_stats.continuations, local_stats.skipped)
