@@ -27,6 +27,7 @@ import yaml
 from _common import markdown_table, write_results
 from sft_tool_use import with_task_count
 
+from trajalign.alignment.builders import ANCHORS
 from trajalign.envs import load_scenario
 from trajalign.pipeline import PipelineResult, RunConfig, run_pipeline
 
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--alpha", type=float, default=0.0, help="weight of the SFT term on the chosen actions")
     parser.add_argument("--no-expert", action="store_true",
                         help="outcome pairs take only the policy's own successes as chosen, never the oracle")
-    parser.add_argument("--anchor", choices=["divergence", "start"], default="divergence",
+    parser.add_argument("--anchor", choices=ANCHORS, default="divergence",
                         help="outcome pairs: branch where the two episodes first differ, or at the goal (pairs.anchor)")
     parser.add_argument("--swap-names", action="store_true",
                         help="explore on the train tasks with their names swapped for fresh ones (rollouts.swap_names)")

@@ -240,11 +240,13 @@ def _cli(argv):
     return args.handler(args)
 
 
-def test_cli_lists_the_library_formats():
+def test_cli_lists_the_library_formats_and_anchors():
+    from trajalign.alignment.builders import ANCHORS
     from trajalign.alignment.formats import FORMATS
+    from trajalign.pairs_cli import ANCHORS as CLI_ANCHORS
     from trajalign.pairs_cli import FORMATS as CLI_FORMATS
 
-    assert CLI_FORMATS == FORMATS
+    assert CLI_FORMATS == FORMATS and CLI_ANCHORS == ANCHORS
 
 
 def test_cli_export_and_import(tmp_path, capsys, outcome, branch):

@@ -27,6 +27,7 @@ from trajalign.ray_cluster import add_worker_arguments, check_worker_arguments
 
 # The formats of trajalign.alignment.formats, listed here so building the parser imports no torch.
 FORMATS = ("trl", "openai", "sharegpt")
+ANCHORS = ("divergence", "start")  # trajalign.alignment.builders.ANCHORS
 
 
 def add_pairs_commands(commands: Any) -> None:
@@ -42,7 +43,7 @@ def add_pairs_commands(commands: Any) -> None:
     outcome.add_argument("--out", required=True, type=Path, help="pairs JSONL file (appended to)")
     outcome.add_argument("--max-per-task", type=int, help="keep a seeded sample of at most N pairs per task")
     outcome.add_argument("--seed", type=int, default=0)
-    outcome.add_argument("--anchor", choices=["divergence", "start"], default="divergence",
+    outcome.add_argument("--anchor", choices=ANCHORS, default="divergence",
                          help="branch where the two episodes first differ (default), or right after the goal as "
                          "ETO and DMPO build their pairs")
     outcome.set_defaults(handler=_outcome)

@@ -322,9 +322,11 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 log(f"   greedy probe: {len(failed)} of {len(train_tasks)} tasks failed; sampling those")
             plan = episode_plan(sampled_tasks, len(sampled_tasks) * config.rollouts.samples_per_task, config.seed)
             sampler, sampled = record(plan, out / "rollouts.jsonl", config.rollouts)
-            rollouts = greedy + sampled
-            # With the probe, outcome pairs reject only what greedy decoding did, never a sampled slip.
-            outcome_sources = greedy + [t for t in sampled if t.success] if config.rollouts.greedy_probe else rollouts
+            if config.rollouts.greedy_probe:  # pairs reject only what greedy decoding did, never a sampled slip
+                outcome_sources = greedy + [t for t in sampled if t.success]
+                branch_sources = [t for t in greedy if not t.success]
+            else:
+                outcome_sources = branch_sources = sampled
 
         # -- 4. preference pairs
         kinds = {settings.pair_kind for settings in config.train.algorithms}
@@ -355,8 +357,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
                 pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
-                    config, explored, sampler,
-                    [t for t in greedy if not t.success] if config.rollouts.greedy_probe else rollouts, progress))
+                    config, explored, sampler, branch_sources, progress))
 
         # -- 5. preference training, one run per algorithm
         trained: list[tuple[str, Path, int]] = []
