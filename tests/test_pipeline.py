@@ -1,7 +1,11 @@
 """`trajalign run`: a one-minute version of the whole pipeline, its config validation and its resumption."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -131,6 +135,25 @@ def test_a_greedy_probe_samples_only_the_tasks_greedy_decoding_fails_and_pairs_r
     assert len(pairs) == len(failed)
     for pair in pairs:
         assert (pair.task_id, tuple(turn.text for turn in pair.prefix + pair.rejected)) in episodes
+
+
+def test_pair_stats_reads_a_run_directory(smoke_run, tmp_path):
+    """benchmarks/pair_stats.py, the source of the pair figures in docs/benchmarks.md, on the smoke run."""
+    _, out, _ = smoke_run
+    env = {**os.environ, "TRAJALIGN_RESULTS_DIR": str(tmp_path)}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pair_stats.py"
+    subprocess.run([sys.executable, str(script), str(out), "--name", "stats"], check=True, env=env,
+                   capture_output=True)
+    stats = json.loads((tmp_path / "stats.json").read_text())["seeds"][out.name]
+    rollouts = read_jsonl(out / "rollouts.jsonl", Trajectory)
+    pairs = read_jsonl(out / "pairs-outcome.jsonl", PreferencePair)
+    assert stats["sampled_episodes"] == len(rollouts) and "greedy_episodes" not in stats
+    assert stats["sampled_success"] == sum(t.success for t in rollouts) / len(rollouts)
+    assert stats["outcome_pairs"] == len(pairs) == sum(stats["outcome_branch_turns"].values())
+    assert stats["outcome_actions"]["rejected"] == pytest.approx(sum(p.actions("rejected") for p in pairs) / len(pairs))
+    reference = stats["reference"]
+    assert reference["pairs"] == len(pairs) and 0 <= reference["chosen_first_likelier"] <= 1
+    assert {"dpo", "dmpo"} <= set(stats["training"])
 
 
 def test_config_errors_name_the_field(tmp_path):
