@@ -445,8 +445,8 @@ def branch_pairs(
     token ids included.
 
     `against_recorded=True` makes the recorded trajectory's own continuation from s_k the rejected
-    side: it joins its first action's group (with its final reward), and a pair is made only where
-    another action's Q̂ beats that group's by more than τ. Branching a greedy episode this way
+    side: it joins its first action's group (with its final reward, and counted in `num_samples`),
+    and a pair is made only where another action's Q̂ beats that group's by more than τ. Branching a greedy episode this way
     contrasts what greedy decoding did at s_k with a sampled action that does better.
 
     Skip reasons in `stats.skipped`: `other_scenario`, `env_error`, `malformed` (trajectories);
