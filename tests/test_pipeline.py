@@ -61,12 +61,32 @@ def test_the_pipeline_runs_every_stage_and_reports_a_table(smoke_run):
     assert info["max_tasks_per_scenario"] == 20 and info["max_position_embeddings"] == 4096
 
 
-def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys):
+def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys, tmp_path):
     code, out, config = smoke_run
     before = (out / "rollouts.jsonl").read_text()
-    assert main(["run", "--config", str(config), "--no-progress"]) == 0
+    # How many episodes are stepped together is not a setting of what the stages make.
+    other_batches = tmp_path / "batches.yaml"
+    other_batches.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "rollouts": {
+        **SMOKE["rollouts"], "batch_size": 5}, "eval": {**SMOKE["eval"], "batch_size": 3}}))
+    assert main(["run", "--config", str(other_batches), "--no-progress"]) == 0
     assert (out / "rollouts.jsonl").read_text() == before  # nothing was sampled again
     assert "already complete" not in capsys.readouterr().err
+
+
+def test_a_rerun_with_other_settings_stops_at_the_first_stale_output_and_changes_nothing(smoke_run, capsys, tmp_path):
+    _, out, _ = smoke_run
+    files = ("config.yaml", "stages.json", "pairs-branch.jsonl", "results.json")
+    before = {name: (out / name).read_text() for name in files}
+    changed = tmp_path / "tau.yaml"
+    changed.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "pairs": {**SMOKE["pairs"], "tau": 0.5}}))
+    assert main(["run", "--config", str(changed), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'pairs-branch.jsonl'} was made with other settings than this run's (tau: 0.0 -> 0.5)" in error
+    # What to delete: the pairs and everything made from them, not what came before.
+    listed = error.split("Delete ")[1].split(" to redo")[0].split()
+    assert str(out / "pairs-branch.jsonl") in listed and str(out / "rollouts.jsonl") not in listed
+    assert (str(out / "train-stepwise") in listed) == (out / "train-stepwise").exists()
+    assert {name: (out / name).read_text() for name in files} == before
 
 
 def test_exploring_with_swapped_names_rolls_out_and_pairs_on_the_copies(smoke_run, tmp_path):

@@ -499,10 +499,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from trajalign.agents.sft import SFTError
     from trajalign.alignment.trainer import TrainError
+    from trajalign.stages import StaleStageError
 
     try:
         run_pipeline(config, progress=not args.no_progress)
-    except (SFTError, TrainError) as exc:
+    except (SFTError, TrainError, StaleStageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"results: {config.out / 'results.md'}")

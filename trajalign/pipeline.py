@@ -14,7 +14,9 @@ so an interrupted run continues where it stopped:
     pairs-branch.jsonl    branch pairs: per-state Monte-Carlo credit from the rollouts' states
     train-<algo>/         preference training of the SFT policy, one run per algorithm
     eval-<name>.jsonl     greedy episodes on the test tasks, per model
-    results.json, .md     the table: SFT against each algorithm
+    results.json, .md     the table: SFT against each algorithm (config.yaml: the settings it came from)
+    stages.json           the settings each output was made with: a rerun with other settings stops with an
+                          error naming what changed and what to delete, instead of reusing stale outputs
 
 With `ray.workers` set (or `trajalign run --workers N`), the rollouts, expert and SFT data,
 branching and evaluation run on Ray actors with the same results; with `ray.train_workers`, the
@@ -23,6 +25,7 @@ preference training runs on Ray Train (docs/ray.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +45,7 @@ from trajalign.envs import Scenario, ScenarioError, load_scenario
 from trajalign.envs.scenario import fresh_instances
 from trajalign.envs.jsonl import atomic_jsonl, read_jsonl
 from trajalign.envs.trajectory import Trajectory
+from trajalign.stages import StageLedger
 
 PairKind = Literal["outcome", "branch", "both"]
 # ETO and DMPO train on whole-trajectory outcome pairs; step-wise training needs per-state pairs.
@@ -51,6 +55,11 @@ DEFAULT_PAIRS: dict[str, PairKind] = {"dpo": "outcome", "dmpo": "outcome", "ipo"
 
 class PipelineError(ValueError):
     """The pipeline's configuration cannot be used."""
+
+
+# Settings that say how much to compute at once, how often to log and save, or where, not what a stage makes.
+_SAMPLING_BOOKKEEPING = {"batch_size"}
+_TRAINING_BOOKKEEPING = {"micro_batch_size", "eval_every", "save_every", "device"}
 
 
 class _Settings(BaseModel):
@@ -239,7 +248,6 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
     scenario = load_scenario(config.scenario)
     if config.rollouts.swap_names and scenario.name_swaps is None:
         raise PipelineError(f"rollouts.swap_names needs a scenario with name_swaps (scenario.yaml); "
@@ -256,13 +264,17 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, seed=seed))
 
     on_ray = config.ray.workers is not None  # rollouts, branching and evaluation on Ray actors
+    ledger = StageLedger(out)  # a rerun with other settings stops instead of reusing stale outputs
+    ledger.note_input("scenario", {"name": scenario.name, "tasks": _digest([task.id for task in scenario.tasks])})
 
     # -- 1. the starting model
     with stage("model"):
         if config.model.path is not None:
-            base = config.model.path
+            base, base_stage = config.model.path, "model"
+            ledger.note_input(base_stage, {"path": str(base.resolve())})
         else:
-            base = out / "base-model"
+            base, base_stage = out / "base-model", "base-model"
+            ledger.enter(base, config.model.model_dump(exclude={"path"}), "scenario")
             if not (base / "config.json").is_file():
                 build_tiny_model([scenario], base, size=config.model.size, seed=config.model.seed,
                                  architecture=config.model.architecture,
@@ -274,6 +286,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft data"):
             sft_data = out / "sft-data.jsonl"
             episodes = config.sft.episodes or 4 * len(scenario.tasks_in("train"))
+            ledger.enter(sft_data, {"data": config.sft.data, "episodes": episodes, "noise": config.sft.noise,
+                                    "seed": config.model.seed}, "scenario")
             if on_ray:
                 from trajalign.ray_rollouts import AgentSpec, ray_run_rollouts
 
@@ -286,13 +300,16 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft"):
             # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
             sft_model = out / "sft" / "model"
+            ledger.enter(out / "sft", {"config": config.sft.config.model_dump(exclude=_TRAINING_BOOKKEEPING)},
+                         base_stage, sft_data.name)
             if not _finished(out / "sft"):
                 train_sft(base, sft_data, out / "sft", config.sft.config, scenario_paths, progress=progress)
     else:
         sft_data, sft_model = None, base
+    policy_stage = "sft" if config.sft.enabled else base_stage
 
     # A run without algorithms fine-tunes and evaluates only.
-    trained: list[tuple[str, Path, int]] = []
+    trained: list[tuple[str, str, Path, int]] = []  # name, its stage (run directory), model, train pairs
     pair_counts: dict[str, int] = {}
     if config.train.algorithms:
         # -- 3. the SFT policy's own attempts at the train tasks
@@ -312,7 +329,12 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("rollouts"):
             train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
             sampled_tasks, greedy = train_tasks, []
+            rollout_settings = {**config.rollouts.model_dump(exclude=_SAMPLING_BOOKKEEPING), "seed": config.seed}
+            rollout_inputs = ["scenario", policy_stage]
             if config.rollouts.greedy_probe:
+                greedy_settings = {k: v for k, v in rollout_settings.items() if k not in ("temperature", "top_p")}
+                ledger.enter(out / "rollouts-greedy.jsonl", greedy_settings, *rollout_inputs)
+                rollout_inputs.append("rollouts-greedy.jsonl")
                 # A seed past all the sampled plan can use: branching seeds continuations by (task, episode seed).
                 probe_seed = config.seed + len(train_tasks) * config.rollouts.samples_per_task
                 _, greedy = record([(task.id, probe_seed) for task in train_tasks], out / "rollouts-greedy.jsonl",
@@ -321,6 +343,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 sampled_tasks = [task for task in train_tasks if task.id in failed]
                 log(f"   greedy probe: {len(failed)} of {len(train_tasks)} tasks failed; sampling those")
             plan = episode_plan(sampled_tasks, len(sampled_tasks) * config.rollouts.samples_per_task, config.seed)
+            ledger.enter(out / "rollouts.jsonl", rollout_settings, *rollout_inputs)
             sampler, sampled = record(plan, out / "rollouts.jsonl", config.rollouts)
             if config.rollouts.greedy_probe:  # pairs reject only what greedy decoding did, never a sampled slip
                 outcome_sources = greedy + [t for t in sampled if t.success]
@@ -336,8 +359,12 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 from trajalign.alignment.builders import outcome_pairs
 
                 expert: list[Trajectory] = []
+                outcome_inputs = rollout_inputs + ["rollouts.jsonl"]
                 if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
                     expert_file = out / "expert.jsonl"
+                    ledger.enter(expert_file, {name: rollout_settings[name] for name in (
+                        "tasks", "fresh_seed", "swap_names", "seed")}, "scenario")
+                    outcome_inputs.append(expert_file.name)
                     oracle = OracleAgent(explored)
                     expert_plan = [(task.id, config.seed) for task in train_tasks]
                     if on_ray:
@@ -350,17 +377,23 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                                         agent_player(explored, oracle, "train"), progress=progress)
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
+                ledger.enter(pair_files["outcome"], {
+                    "expert": config.pairs.expert, "max_pairs_per_task": config.pairs.max_pairs_per_task,
+                    "anchor": config.pairs.anchor, "seed": config.seed}, *outcome_inputs)
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
                     outcome_sources, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task,
                     seed=config.seed, anchor=config.pairs.anchor))
         if kinds & {"branch", "both"}:
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
+                ledger.enter(pair_files["branch"], {
+                    **config.pairs.model_dump(include={"branch_samples", "tau", "states_per_trajectory",
+                                                       "branch_trajectories"}), "seed": config.seed},
+                    *rollout_inputs, "rollouts.jsonl")
                 pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
                     config, explored, sampler, branch_sources, progress))
 
         # -- 5. preference training, one run per algorithm
-        trained: list[tuple[str, Path, int]] = []
         for settings in config.train.algorithms:
             name = settings.algo if settings.pairs is None else f"{settings.algo}-{settings.pairs}"
             files = [pair_files[kind] for kind in _kinds(settings.pair_kind) if pair_counts.get(kind, 0)]
@@ -371,6 +404,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage(f"train {name}"):
                 train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
                 run_dir = out / f"train-{name}"
+                ledger.enter(run_dir, {"config": train_config.model_dump(exclude=_TRAINING_BOOKKEEPING),
+                                       "pairs": settings.pair_kind}, policy_stage, *(path.name for path in files))
                 if _finished(run_dir):
                     result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
                 elif config.ray.train_workers is not None:
@@ -383,15 +418,18 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 else:
                     result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths,
                                                progress=progress)
-            trained.append((name, Path(result.model_path), result.counts.train))
+            trained.append((name, run_dir.name, Path(result.model_path), result.counts.train))
 
     # -- 6. held-out evaluation
-    models = ([("base", base, None)] if config.eval.include_base and config.sft.enabled else [])
-    models += [("sft", sft_model, None), *trained]
+    models = ([("base", base_stage, base, None)] if config.eval.include_base and config.sft.enabled else [])
+    models += [("sft", policy_stage, sft_model, None), *trained]
     rows = []
-    for name, model_dir, pairs in models:
+    for name, made_by, model_dir, pairs in models:
         with stage(f"eval {name}"):
             test_episodes = config.eval.episodes or len(scenario.tasks_in("test"))
+            ledger.enter(out / f"eval-{name}.jsonl", {
+                **config.eval.model_dump(exclude=_SAMPLING_BOOKKEEPING | {"episodes"}), "episodes": test_episodes,
+                "seed": config.seed}, "scenario", made_by)
             if on_ray:
                 from trajalign.ray_rollouts import ray_evaluate
 
@@ -407,6 +445,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                                 status_counts=summary.status_counts, pairs=pairs))
     result = PipelineResult(scenario=scenario.name, seed=config.seed, rows=rows, stage_seconds=seconds,
                             pair_counts=pair_counts)
+    # Written last: a run stopped by a stale output leaves the config of the results in place.
+    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
     (out / "results.json").write_text(result.model_dump_json(indent=2) + "\n")
     (out / "results.md").write_text(result.table() + "\n")
     log(result.table())
@@ -427,6 +467,10 @@ class _Stage:
         self.seconds[self.name] = time.perf_counter() - self.started
         if exc_info[0] is None:
             self.log(f"   {self.name}: {self.seconds[self.name]:.1f}s")
+
+
+def _digest(values: list[str]) -> str:
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]
 
 
 def _kinds(kind: PairKind) -> tuple[str, ...]:

@@ -1,0 +1,92 @@
+"""`stages.json`: a rerun with other settings stops at the first stale output instead of reusing it."""
+
+import json
+
+import pytest
+
+from trajalign.stages import LEDGER, StageLedger, StaleStageError
+
+
+def _run(out, tau=0.5, samples=4, model="/models/a"):
+    """Three stages as the pipeline enters them: an outside model, rollouts read from it, pairs read from both."""
+    ledger = StageLedger(out)
+    ledger.note_input("model", {"path": model})
+    ledger.enter(out / "rollouts.jsonl", {"samples": samples}, "model")
+    ledger.enter(out / "pairs.jsonl", {"tau": tau}, "model", "rollouts.jsonl")
+    return ledger
+
+
+def _make(out, *names):
+    for name in names:
+        (out / name).write_text(f"{name} as first made\n")
+
+
+def test_the_same_settings_reuse_every_output_and_leave_the_ledger_as_it_was(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl", "pairs.jsonl")
+    recorded = (tmp_path / LEDGER).read_text()
+    _run(tmp_path)
+    assert (tmp_path / LEDGER).read_text() == recorded
+
+
+def test_a_changed_setting_names_the_change_and_every_output_made_from_it_and_deletes_nothing(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl", "pairs.jsonl")
+    recorded = (tmp_path / LEDGER).read_text()
+    with pytest.raises(StaleStageError) as caught:
+        _run(tmp_path, samples=8)
+    message = str(caught.value)
+    assert f"{tmp_path / 'rollouts.jsonl'} was made with other settings" in message
+    assert "samples: 4 -> 8" in message
+    assert f"Delete {tmp_path / 'rollouts.jsonl'} {tmp_path / 'pairs.jsonl'} to redo them" in message
+    assert (tmp_path / "rollouts.jsonl").read_text() == "rollouts.jsonl as first made\n"
+    assert (tmp_path / LEDGER).read_text() == recorded
+
+
+def test_a_stage_is_stale_when_an_output_it_read_was_redone_with_other_settings(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl", "pairs.jsonl")
+    (tmp_path / "rollouts.jsonl").unlink()  # as the error says: delete it, and it is redone
+    with pytest.raises(StaleStageError, match=r"pairs.jsonl was made with other settings .*"
+                                              r"its input 'rollouts.jsonl' changed"):
+        _run(tmp_path, samples=8)
+    # Deleting what the error listed lets the run go on and records the new settings.
+    (tmp_path / "pairs.jsonl").unlink()
+    _run(tmp_path, samples=8)
+    records = json.loads((tmp_path / LEDGER).read_text())
+    assert records["rollouts.jsonl"]["settings"] == {"samples": 8}
+
+
+def test_a_changed_outside_input_makes_the_stages_that_read_it_stale(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl")
+    with pytest.raises(StaleStageError, match=r"its input 'model' changed"):
+        _run(tmp_path, model="/models/b")
+
+
+def test_an_output_that_is_not_there_is_made_with_the_current_settings(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl")  # pairs.jsonl was never written (the run stopped before)
+    _run(tmp_path, tau=0.0)
+    assert json.loads((tmp_path / LEDGER).read_text())["pairs.jsonl"]["settings"] == {"tau": 0.0}
+
+
+def test_outputs_from_before_the_ledger_are_taken_as_made_with_the_current_settings(tmp_path):
+    _make(tmp_path, "rollouts.jsonl", "pairs.jsonl")
+    _run(tmp_path, tau=0.25)
+    with pytest.raises(StaleStageError, match=r"tau: 0.25 -> 0.5"):
+        _run(tmp_path)
+
+
+def test_nested_settings_are_named_by_their_dotted_path(tmp_path):
+    ledger = StageLedger(tmp_path)
+    ledger.enter(tmp_path / "train", {"config": {"learning_rate": 2e-4, "loss": {"beta": 0.1}}})
+    (tmp_path / "train").mkdir()
+    with pytest.raises(StaleStageError, match=r"config.loss.beta: 0.1 -> 0.2"):
+        StageLedger(tmp_path).enter(tmp_path / "train", {"config": {"learning_rate": 2e-4, "loss": {"beta": 0.2}}})
+
+
+def test_an_unreadable_ledger_is_an_error_that_names_it(tmp_path):
+    (tmp_path / LEDGER).write_text('{"rollouts.jsonl": ')
+    with pytest.raises(StaleStageError, match=rf"{LEDGER}: not valid JSON"):
+        StageLedger(tmp_path)
