@@ -35,8 +35,8 @@ smallest run that goes through every stage and row; tool use only, since a web c
 its barely trained SFT policy rarely succeeds, so branching usually finds no value gap and the
 stepwise row shows n/a after the branch-pair stage ran).
 Writes `alignment_table[_quick|_smoke].json/.md/.png` to the results folder; work folders go to
-`<out>/<size>/<domain>/seed-<k>/`, and a rerun reuses every stage a previous run finished (so after
-editing `SIZES`, use a fresh --out).
+`<out>/<size>/<domain>/seed-<k>/`, and a rerun reuses every stage a previous run finished (after
+editing `SIZES`, the pipeline stops at the first stage made with other settings: use a fresh --out).
 """
 
 from __future__ import annotations

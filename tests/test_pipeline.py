@@ -64,13 +64,18 @@ def test_the_pipeline_runs_every_stage_and_reports_a_table(smoke_run):
 def test_a_finished_pipeline_reruns_from_its_files(smoke_run, capsys, tmp_path):
     code, out, config = smoke_run
     before = (out / "rollouts.jsonl").read_text()
-    # How many episodes are stepped together is not a setting of what the stages make.
-    other_batches = tmp_path / "batches.yaml"
-    other_batches.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "rollouts": {
-        **SMOKE["rollouts"], "batch_size": 5}, "eval": {**SMOKE["eval"], "batch_size": 3}}))
-    assert main(["run", "--config", str(other_batches), "--no-progress"]) == 0
+    # How many episodes are stepped together, or how many test tasks and which models are evaluated,
+    # does not change what the stages make.
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "rollouts": {**SMOKE["rollouts"], "batch_size": 5},
+                                     "eval": {**SMOKE["eval"], "batch_size": 3, "episodes": 4, "include_base": False},
+                                     "train": {**SMOKE["train"], "config": {**SMOKE["train"]["config"],
+                                                                             "eval_every": 7}}}))
+    assert main(["run", "--config", str(other), "--no-progress"]) == 0
     assert (out / "rollouts.jsonl").read_text() == before  # nothing was sampled again
     assert "already complete" not in capsys.readouterr().err
+    assert {row["episodes"] for row in json.loads((out / "results.json").read_text())["rows"]} == {4}
+    assert main(["run", "--config", str(config), "--no-progress"]) == 0  # back to the first settings
 
 
 def test_a_rerun_with_other_settings_stops_at_the_first_stale_output_and_changes_nothing(smoke_run, capsys, tmp_path):
@@ -78,10 +83,10 @@ def test_a_rerun_with_other_settings_stops_at_the_first_stale_output_and_changes
     files = ("config.yaml", "stages.json", "pairs-branch.jsonl", "results.json")
     before = {name: (out / name).read_text() for name in files}
     changed = tmp_path / "tau.yaml"
-    changed.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "pairs": {**SMOKE["pairs"], "tau": 0.5}}))
+    changed.write_text(yaml.safe_dump({**SMOKE, "out": str(out), "pairs": {**SMOKE["pairs"], "tau": 0.25}}))
     assert main(["run", "--config", str(changed), "--no-progress"]) == 2
     error = capsys.readouterr().err
-    assert f"{out / 'pairs-branch.jsonl'} was made with other settings than this run's (tau: 0.0 -> 0.5)" in error
+    assert f"{out / 'pairs-branch.jsonl'} was made with other settings than this run's (tau: 0.0 -> 0.25)" in error
     # What to delete: the pairs and everything made from them, not what came before.
     listed = error.split("Delete ")[1].split(" to redo")[0].split()
     assert str(out / "pairs-branch.jsonl") in listed and str(out / "rollouts.jsonl") not in listed
@@ -198,3 +203,29 @@ def test_the_default_config_is_the_documented_one():
     assert config.model.max_positions is None and config.model.corpus_tasks is None  # the builder's defaults
     assert [a.algo for a in config.train.algorithms] == ["dpo", "dmpo", "stepwise"]
     assert [a.pair_kind for a in config.train.algorithms] == ["outcome", "outcome", "branch"]
+
+
+def test_every_unrecorded_setting_names_a_field_and_pair_fields_are_split_between_the_two_pair_stages():
+    from trajalign.agents import sft
+    from trajalign.alignment import trainer
+    from trajalign.pipeline import _BRANCH_PAIR_FIELDS, _OUTCOME_PAIR_FIELDS, _UNRECORDED, PairSettings
+
+    for settings, names in _UNRECORDED.items():
+        assert names <= settings.model_fields.keys(), settings.__name__
+    # What may change without a stale error, an interrupted trainer also resumes with.
+    assert _UNRECORDED[sft.SFTConfig] <= sft.RESUMABLE_CHANGES
+    assert _UNRECORDED[trainer.TrainConfig] <= trainer.RESUMABLE_CHANGES
+    assert set(_OUTCOME_PAIR_FIELDS) | set(_BRANCH_PAIR_FIELDS) == PairSettings.model_fields.keys()
+    assert not set(_OUTCOME_PAIR_FIELDS) & set(_BRANCH_PAIR_FIELDS)
+
+
+def test_a_model_given_from_outside_is_known_by_its_files_not_only_its_path(smoke_run, tmp_path):
+    from trajalign.pipeline import _model_identity
+
+    _, out, _ = smoke_run
+    model = shutil.copytree(out / "sft" / "model", tmp_path / "model")
+    first = _model_identity(model)
+    assert _model_identity(model) == first
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # rebuilt in place: same path, new file
+    assert _model_identity(model) != first

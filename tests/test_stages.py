@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from trajalign.stages import LEDGER, StageLedger, StaleStageError
+from trajalign.stages import LEDGER, StageLedger, StageLedgerError, StaleStageError
 
 
 def _run(out, tau=0.5, samples=4, model="/models/a"):
     """Three stages as the pipeline enters them: an outside model, rollouts read from it, pairs read from both."""
     ledger = StageLedger(out)
     ledger.note_input("model", {"path": model})
-    ledger.enter(out / "rollouts.jsonl", {"samples": samples}, "model")
-    ledger.enter(out / "pairs.jsonl", {"tau": tau}, "model", "rollouts.jsonl")
+    ledger.check_and_record(out / "rollouts.jsonl", {"samples": samples}, "model")
+    ledger.check_and_record(out / "pairs.jsonl", {"tau": tau}, "model", "rollouts.jsonl")
     return ledger
 
 
@@ -78,15 +78,17 @@ def test_outputs_from_before_the_ledger_are_taken_as_made_with_the_current_setti
         _run(tmp_path)
 
 
-def test_nested_settings_are_named_by_their_dotted_path(tmp_path):
-    ledger = StageLedger(tmp_path)
-    ledger.enter(tmp_path / "train", {"config": {"learning_rate": 2e-4, "loss": {"beta": 0.1}}})
+def test_nested_settings_are_named_by_their_dotted_path_and_a_missing_one_is_a_default(tmp_path):
+    StageLedger(tmp_path).check_and_record(tmp_path / "train", {"learning_rate": 2e-4, "loss": {"beta": 0.1}})
     (tmp_path / "train").mkdir()
-    with pytest.raises(StaleStageError, match=r"config.loss.beta: 0.1 -> 0.2"):
-        StageLedger(tmp_path).enter(tmp_path / "train", {"config": {"learning_rate": 2e-4, "loss": {"beta": 0.2}}})
+    with pytest.raises(StaleStageError, match=r"\(learning_rate: 0.0002 -> \(default\); loss.beta: 0.1 -> 0.2\)"):
+        StageLedger(tmp_path).check_and_record(tmp_path / "train", {"loss": {"beta": 0.2}})
 
 
-def test_an_unreadable_ledger_is_an_error_that_names_it(tmp_path):
-    (tmp_path / LEDGER).write_text('{"rollouts.jsonl": ')
-    with pytest.raises(StaleStageError, match=rf"{LEDGER}: not valid JSON"):
+@pytest.mark.parametrize("text, problem", [('{"rollouts.jsonl": ', "not valid JSON"),
+                                           ('["rollouts.jsonl"]', "not a stage ledger"),
+                                           ('{"rollouts.jsonl": {"settings": {}}}', "not a stage ledger")])
+def test_an_unreadable_ledger_is_an_error_that_names_it(tmp_path, text, problem):
+    (tmp_path / LEDGER).write_text(text)
+    with pytest.raises(StageLedgerError, match=rf"{LEDGER}: {problem}.*delete it to record the stages afresh"):
         StageLedger(tmp_path)

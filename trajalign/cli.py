@@ -499,11 +499,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from trajalign.agents.sft import SFTError
     from trajalign.alignment.trainer import TrainError
-    from trajalign.stages import StaleStageError
+    from trajalign.stages import StageLedgerError
 
     try:
         run_pipeline(config, progress=not args.no_progress)
-    except (SFTError, TrainError, StaleStageError) as exc:
+    except (SFTError, TrainError, StageLedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"results: {config.out / 'results.md'}")

@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,11 +55,6 @@ DEFAULT_PAIRS: dict[str, PairKind] = {"dpo": "outcome", "dmpo": "outcome", "ipo"
 
 class PipelineError(ValueError):
     """The pipeline's configuration cannot be used."""
-
-
-# Settings that say how much to compute at once, how often to log and save, or where, not what a stage makes.
-_SAMPLING_BOOKKEEPING = {"batch_size"}
-_TRAINING_BOOKKEEPING = {"micro_batch_size", "eval_every", "save_every", "device"}
 
 
 class _Settings(BaseModel):
@@ -265,16 +260,16 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
 
     on_ray = config.ray.workers is not None  # rollouts, branching and evaluation on Ray actors
     ledger = StageLedger(out)  # a rerun with other settings stops instead of reusing stale outputs
-    ledger.note_input("scenario", {"name": scenario.name, "tasks": _digest([task.id for task in scenario.tasks])})
+    ledger.note_input("scenario", _scenario_identity(scenario))
 
     # -- 1. the starting model
     with stage("model"):
         if config.model.path is not None:
             base, base_stage = config.model.path, "model"
-            ledger.note_input(base_stage, {"path": str(base.resolve())})
+            ledger.note_input(base_stage, _model_identity(base))
         else:
             base, base_stage = out / "base-model", "base-model"
-            ledger.enter(base, config.model.model_dump(exclude={"path"}), "scenario")
+            ledger.check_and_record(base, _recorded(config.model, "path"), "scenario")
             if not (base / "config.json").is_file():
                 build_tiny_model([scenario], base, size=config.model.size, seed=config.model.seed,
                                  architecture=config.model.architecture,
@@ -286,8 +281,9 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft data"):
             sft_data = out / "sft-data.jsonl"
             episodes = config.sft.episodes or 4 * len(scenario.tasks_in("train"))
-            ledger.enter(sft_data, {"data": config.sft.data, "episodes": episodes, "noise": config.sft.noise,
-                                    "seed": config.model.seed}, "scenario")
+            ledger.check_and_record(sft_data, {
+                "data": config.sft.data, "episodes": episodes, "seed": config.model.seed,
+                **({"noise": config.sft.noise.model_dump()} if config.sft.data == "noisy" else {})}, "scenario")
             if on_ray:
                 from trajalign.ray_rollouts import AgentSpec, ray_run_rollouts
 
@@ -300,8 +296,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft"):
             # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
             sft_model = out / "sft" / "model"
-            ledger.enter(out / "sft", {"config": config.sft.config.model_dump(exclude=_TRAINING_BOOKKEEPING)},
-                         base_stage, sft_data.name)
+            ledger.check_and_record(out / "sft", _recorded(config.sft.config), base_stage, sft_data.name)
             if not _finished(out / "sft"):
                 train_sft(base, sft_data, out / "sft", config.sft.config, scenario_paths, progress=progress)
     else:
@@ -309,7 +304,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
     policy_stage = "sft" if config.sft.enabled else base_stage
 
     # A run without algorithms fine-tunes and evaluates only.
-    trained: list[tuple[str, str, Path, int]] = []  # name, its stage (run directory), model, train pairs
+    trained: list[_Candidate] = []
     pair_counts: dict[str, int] = {}
     if config.train.algorithms:
         # -- 3. the SFT policy's own attempts at the train tasks
@@ -329,11 +324,11 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("rollouts"):
             train_tasks = explored.tasks_in("train")[: config.rollouts.tasks]
             sampled_tasks, greedy = train_tasks, []
-            rollout_settings = {**config.rollouts.model_dump(exclude=_SAMPLING_BOOKKEEPING), "seed": config.seed}
+            rollout_settings = {**_recorded(config.rollouts, "tasks"), "tasks": len(train_tasks), "seed": config.seed}
             rollout_inputs = ["scenario", policy_stage]
             if config.rollouts.greedy_probe:
                 greedy_settings = {k: v for k, v in rollout_settings.items() if k not in ("temperature", "top_p")}
-                ledger.enter(out / "rollouts-greedy.jsonl", greedy_settings, *rollout_inputs)
+                ledger.check_and_record(out / "rollouts-greedy.jsonl", greedy_settings, *rollout_inputs)
                 rollout_inputs.append("rollouts-greedy.jsonl")
                 # A seed past all the sampled plan can use: branching seeds continuations by (task, episode seed).
                 probe_seed = config.seed + len(train_tasks) * config.rollouts.samples_per_task
@@ -343,7 +338,7 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 sampled_tasks = [task for task in train_tasks if task.id in failed]
                 log(f"   greedy probe: {len(failed)} of {len(train_tasks)} tasks failed; sampling those")
             plan = episode_plan(sampled_tasks, len(sampled_tasks) * config.rollouts.samples_per_task, config.seed)
-            ledger.enter(out / "rollouts.jsonl", rollout_settings, *rollout_inputs)
+            ledger.check_and_record(out / "rollouts.jsonl", rollout_settings, *rollout_inputs)
             sampler, sampled = record(plan, out / "rollouts.jsonl", config.rollouts)
             if config.rollouts.greedy_probe:  # pairs reject only what greedy decoding did, never a sampled slip
                 outcome_sources = greedy + [t for t in sampled if t.success]
@@ -362,8 +357,9 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 outcome_inputs = rollout_inputs + ["rollouts.jsonl"]
                 if config.pairs.expert:  # the ETO construction: expert trajectories against the policy's failures
                     expert_file = out / "expert.jsonl"
-                    ledger.enter(expert_file, {name: rollout_settings[name] for name in (
-                        "tasks", "fresh_seed", "swap_names", "seed")}, "scenario")
+                    ledger.check_and_record(expert_file, {
+                        "tasks": len(train_tasks), "fresh_seed": config.rollouts.fresh_seed,
+                        "swap_names": config.rollouts.swap_names, "seed": config.seed}, "scenario")
                     outcome_inputs.append(expert_file.name)
                     oracle = OracleAgent(explored)
                     expert_plan = [(task.id, config.seed) for task in train_tasks]
@@ -377,19 +373,16 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                                         agent_player(explored, oracle, "train"), progress=progress)
                     expert = read_jsonl(expert_file, Trajectory)
                 pair_files["outcome"] = out / "pairs-outcome.jsonl"
-                ledger.enter(pair_files["outcome"], {
-                    "expert": config.pairs.expert, "max_pairs_per_task": config.pairs.max_pairs_per_task,
-                    "anchor": config.pairs.anchor, "seed": config.seed}, *outcome_inputs)
+                ledger.check_and_record(pair_files["outcome"], {**_recorded(config.pairs, *_BRANCH_PAIR_FIELDS),
+                                                                "seed": config.seed}, *outcome_inputs)
                 pair_counts["outcome"] = _write_once(pair_files["outcome"], lambda: outcome_pairs(
                     outcome_sources, expert=expert, max_pairs_per_task=config.pairs.max_pairs_per_task,
                     seed=config.seed, anchor=config.pairs.anchor))
         if kinds & {"branch", "both"}:
             with stage("branch pairs"):
                 pair_files["branch"] = out / "pairs-branch.jsonl"
-                ledger.enter(pair_files["branch"], {
-                    **config.pairs.model_dump(include={"branch_samples", "tau", "states_per_trajectory",
-                                                       "branch_trajectories"}), "seed": config.seed},
-                    *rollout_inputs, "rollouts.jsonl")
+                ledger.check_and_record(pair_files["branch"], {**_recorded(config.pairs, *_OUTCOME_PAIR_FIELDS),
+                                                               "seed": config.seed}, *rollout_inputs, "rollouts.jsonl")
                 pair_counts["branch"] = _write_once(pair_files["branch"], lambda: _branch_pairs(
                     config, explored, sampler, branch_sources, progress))
 
@@ -404,8 +397,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage(f"train {name}"):
                 train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
                 run_dir = out / f"train-{name}"
-                ledger.enter(run_dir, {"config": train_config.model_dump(exclude=_TRAINING_BOOKKEEPING),
-                                       "pairs": settings.pair_kind}, policy_stage, *(path.name for path in files))
+                ledger.check_and_record(run_dir, {**_recorded(train_config), "pairs": settings.pair_kind},
+                                        policy_stage, *(path.name for path in files))
                 if _finished(run_dir):
                     result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
                 elif config.ray.train_workers is not None:
@@ -418,18 +411,18 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 else:
                     result = train_preferences(sft_model, files, run_dir, train_config, scenario_paths,
                                                progress=progress)
-            trained.append((name, run_dir.name, Path(result.model_path), result.counts.train))
+            trained.append(_Candidate(name, run_dir.name, Path(result.model_path), result.counts.train))
 
     # -- 6. held-out evaluation
-    models = ([("base", base_stage, base, None)] if config.eval.include_base and config.sft.enabled else [])
-    models += [("sft", policy_stage, sft_model, None), *trained]
+    models = [_Candidate("base", base_stage, base)] if config.eval.include_base and config.sft.enabled else []
+    models += [_Candidate("sft", policy_stage, sft_model), *trained]
     rows = []
-    for name, made_by, model_dir, pairs in models:
+    for name, stage_name, model_dir, pairs in models:
         with stage(f"eval {name}"):
             test_episodes = config.eval.episodes or len(scenario.tasks_in("test"))
-            ledger.enter(out / f"eval-{name}.jsonl", {
-                **config.eval.model_dump(exclude=_SAMPLING_BOOKKEEPING | {"episodes"}), "episodes": test_episodes,
-                "seed": config.seed}, "scenario", made_by)
+            # The first tasks of the test plan stay the same for any episode count, so a count may change.
+            ledger.check_and_record(out / f"eval-{name}.jsonl", {**_recorded(config.eval), "seed": config.seed},
+                                    "scenario", stage_name)
             if on_ray:
                 from trajalign.ray_rollouts import ray_evaluate
 
@@ -469,8 +462,45 @@ class _Stage:
             self.log(f"   {self.name}: {self.seconds[self.name]:.1f}s")
 
 
-def _digest(values: list[str]) -> str:
-    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]
+class _Candidate(NamedTuple):
+    """A model the table evaluates."""
+
+    name: str
+    stage: str  # the stage or input that made it (stages.json)
+    path: Path
+    pairs: int | None = None  # train pairs, for preference-trained models
+
+
+# Fields that do not change what a stage makes (how much to compute at once, how often to log and
+# save, where, which models to evaluate, how many test tasks: the test plan's first tasks stay the
+# same). Every other field is recorded in stages.json. The trainers resume with these changed too.
+_UNRECORDED: dict[type[BaseModel], frozenset[str]] = {
+    RolloutSettings: frozenset({"batch_size"}),
+    EvalSettings: frozenset({"batch_size", "episodes", "include_base"}),
+    SFTConfig: frozenset({"eval_every", "save_every", "device"}),
+    TrainConfig: frozenset({"eval_every", "save_every", "device"}),
+}
+_OUTCOME_PAIR_FIELDS = ("expert", "max_pairs_per_task", "anchor")
+_BRANCH_PAIR_FIELDS = ("branch_samples", "tau", "states_per_trajectory", "branch_trajectories")
+
+
+def _recorded(settings: BaseModel, *exclude: str) -> dict[str, Any]:
+    """The settings a stage is recorded with: all but the unrecorded ones, and none at its default."""
+    return settings.model_dump(mode="json", exclude_defaults=True,
+                               exclude=_UNRECORDED.get(type(settings), frozenset()) | set(exclude))
+
+
+def _scenario_identity(scenario: Scenario) -> dict[str, Any]:
+    tasks = hashlib.sha256("\n".join(task.model_dump_json() for task in scenario.tasks).encode()).hexdigest()
+    file = hashlib.sha256(scenario.file.read_bytes()).hexdigest() if scenario.file is not None else None
+    return {"name": scenario.name, "tasks": tasks[:16], "file": file and file[:16]}
+
+
+def _model_identity(model_dir: Path) -> dict[str, Any]:
+    """A model given from outside, by path, and by size and time of its files (a rebuild in place changes them)."""
+    files = sorted(path for path in model_dir.glob("*") if path.is_file())
+    return {"path": str(model_dir.resolve()),
+            "files": {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in files}}
 
 
 def _kinds(kind: PairKind) -> tuple[str, ...]:
