@@ -106,17 +106,21 @@ def main() -> int:
     results = run_seeds(configs, args.jobs)
 
     names = [row.name for row in results[0].rows]
+    sft_runs = [next(row for row in result.rows if row.name == "sft") for result in results]
     table_rows = []
     for name in names:
         runs = [next(row for row in result.rows if row.name == name) for result in results]
         success = [row.success_rate for row in runs]
         reward = [row.mean_reward for row in runs]
         pairs = [row.pairs for row in runs if row.pairs is not None]
+        # Successes over all seeds' test episodes: rates that round alike can differ by a task or two.
+        successes = sum(round(row.success_rate * row.episodes) for row in runs)
+        above_sft = sum(row.success_rate > base.success_rate for row, base in zip(runs, sft_runs))
         table_rows.append([name, _mean_std(success, percent=True), _mean_std(reward), runs[0].episodes,
-                           " / ".join(map(str, pairs)) if pairs else "",
-                           " / ".join(f"{s:.1%}" for s in success)])
-    table = markdown_table(["model", "test success", "mean reward", "test episodes", "train pairs per seed",
-                            "success per seed"], table_rows)
+                           f"{successes:,}", "" if name == "sft" else f"{above_sft} of {len(runs)}",
+                           " / ".join(map(str, pairs)) if pairs else "", " / ".join(f"{s:.1%}" for s in success)])
+    table = markdown_table(["model", "test success", "mean reward", "test episodes", "successes, all seeds",
+                            "seeds above sft", "train pairs per seed", "success per seed"], table_rows)
     print(table)
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "sft_model": str(sft_model),
                "runs": [result.model_dump(mode="json") for result in results]}
@@ -127,6 +131,7 @@ def main() -> int:
     name += "_anchorstart" if args.anchor == "start" else ""
     name += "_fresh" if args.fresh_instances else ""
     name += "_greedyprobe" if args.greedy_probe else ""
+    name += f"_n{args.branch_samples}" if args.branch_samples != 4 else ""
     name += "_swapnames" if args.swap_names else ""
     name += f"_lr{args.lr:g}" if args.lr != 2e-4 else ""
     name += f"_{args.epochs}ep" if args.epochs != 2 else ""
