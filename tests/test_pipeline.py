@@ -181,6 +181,35 @@ def test_pair_stats_reads_a_run_directory(smoke_run, tmp_path):
     assert {"dpo", "dmpo"} <= set(stats["training"])
 
 
+def test_compare_runs_finds_a_copy_identical_and_names_the_file_an_episode_changed_in(smoke_run, tmp_path):
+    """benchmarks/compare_runs.py, the reproduction check docs/benchmarks.md quotes, on the smoke run."""
+    _, out, _ = smoke_run
+    copy = shutil.copytree(out, tmp_path / "copy", ignore=shutil.ignore_patterns("*model*", "checkpoints"))
+    env = {**os.environ, "TRAJALIGN_RESULTS_DIR": str(tmp_path)}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
+
+    def compare() -> tuple[int, dict]:
+        run = subprocess.run([sys.executable, str(script), str(out), str(copy), "--name", "same"], env=env,
+                             capture_output=True, text=True)
+        return run.returncode, json.loads((tmp_path / "same.json").read_text())
+
+    code, result = compare()
+    assert code == 0 and result["identical"]
+    assert result["files"]["rollouts.jsonl"]["same"] == len(read_jsonl(out / "rollouts.jsonl", Trajectory))
+    # Order and timings do not matter; what an episode did does.
+    lines = (copy / "eval-sft.jsonl").read_text().splitlines()
+    episode = json.loads(lines[0])
+    episode["timing"] = {"seconds": 1e9}
+    (copy / "eval-sft.jsonl").write_text("\n".join([*lines[1:], json.dumps(episode)]) + "\n")
+    assert compare()[0] == 0
+    episode["turns"] = episode["turns"][:-1]
+    (copy / "eval-sft.jsonl").write_text("\n".join([*lines[1:], json.dumps(episode)]) + "\n")
+    code, result = compare()
+    assert code == 1 and not result["identical"]
+    assert result["files"]["eval-sft.jsonl"]["same"] == len(lines) - 1
+    assert all(f["same"] == f["first"] for name, f in result["files"].items() if name != "eval-sft.jsonl")
+
+
 def test_config_errors_name_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"train": {"algorithms": ["dpo", "ppo"]}}))
