@@ -78,11 +78,38 @@ def test_outputs_from_before_the_ledger_are_taken_as_made_with_the_current_setti
         _run(tmp_path)
 
 
-def test_nested_settings_are_named_by_their_dotted_path_and_a_missing_one_is_a_default(tmp_path):
+def test_nested_settings_are_named_by_their_dotted_path(tmp_path):
     StageLedger(tmp_path).check_and_record(tmp_path / "train", {"learning_rate": 2e-4, "loss": {"beta": 0.1}})
     (tmp_path / "train").mkdir()
-    with pytest.raises(StaleStageError, match=r"\(learning_rate: 0.0002 -> \(default\); loss.beta: 0.1 -> 0.2\)"):
+    with pytest.raises(StaleStageError,
+                       match=r"\(learning_rate: 0.0002 -> \(no longer a setting\); loss.beta: 0.1 -> 0.2\)"):
         StageLedger(tmp_path).check_and_record(tmp_path / "train", {"loss": {"beta": 0.2}})
+
+
+def test_a_setting_added_since_the_record_is_taken_as_unchanged_and_then_recorded(tmp_path):
+    _run(tmp_path)
+    _make(tmp_path, "rollouts.jsonl", "pairs.jsonl")
+    fingerprints = {name: r["fingerprint"] for name, r in json.loads((tmp_path / LEDGER).read_text()).items()}
+    ledger = StageLedger(tmp_path)
+    ledger.note_input("model", {"path": "/models/a"})
+    ledger.check_and_record(tmp_path / "rollouts.jsonl", {"samples": 4, "new_setting": 1}, "model")
+    ledger.check_and_record(tmp_path / "pairs.jsonl", {"tau": 0.5}, "model", "rollouts.jsonl")  # not stale
+    records = json.loads((tmp_path / LEDGER).read_text())
+    assert {name: r["fingerprint"] for name, r in records.items()} == fingerprints
+    assert records["rollouts.jsonl"]["settings"] == {"samples": 4, "new_setting": 1}
+    with pytest.raises(StaleStageError, match=r"new_setting: 1 -> 2"):
+        StageLedger(tmp_path).check_and_record(tmp_path / "rollouts.jsonl", {"samples": 4, "new_setting": 2})
+
+
+def test_free_settings_may_change_and_others_may_not(tmp_path):
+    StageLedger(tmp_path).check_and_record(tmp_path / "sft", {"epochs": 3, "max_seconds": 360, "lr": 0.005})
+    (tmp_path / "sft").mkdir()  # an unfinished run: it may continue with a new budget or length
+    StageLedger(tmp_path).check_and_record(tmp_path / "sft", {"epochs": 4, "max_seconds": 600, "lr": 0.005},
+                                           free={"epochs", "max_seconds"})
+    assert json.loads((tmp_path / LEDGER).read_text())["sft"]["settings"]["max_seconds"] == 600
+    with pytest.raises(StaleStageError, match=r"\(lr: 0.005 -> 0.001\)"):
+        StageLedger(tmp_path).check_and_record(tmp_path / "sft", {"epochs": 5, "max_seconds": 600, "lr": 0.001},
+                                               free={"epochs", "max_seconds"})
 
 
 @pytest.mark.parametrize("text, problem", [('{"rollouts.jsonl": ', "not valid JSON"),

@@ -37,9 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trajalign.agents import NoiseRates, NoisyOracleAgent, OracleAgent, run_rollouts
 from trajalign.agents.rollout import agent_player, episode_plan, record_rollouts
+from trajalign.agents.sft import RESUMABLE_CHANGES as SFT_RESUMABLE
 from trajalign.agents.sft import SFTConfig
 from trajalign.alignment.builders import Anchor
 from trajalign.alignment.losses import ALGORITHMS, LossConfig
+from trajalign.alignment.trainer import RESUMABLE_CHANGES as TRAIN_RESUMABLE
 from trajalign.alignment.trainer import TrainConfig, TrainResult
 from trajalign.envs import Scenario, ScenarioError, load_scenario
 from trajalign.envs.scenario import fresh_instances
@@ -296,7 +298,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft"):
             # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
             sft_model = out / "sft" / "model"
-            ledger.check_and_record(out / "sft", _recorded(config.sft.config), base_stage, sft_data.name)
+            ledger.check_and_record(out / "sft", _recorded(config.sft.config), base_stage, sft_data.name,
+                                    free=() if _finished(out / "sft") else SFT_RESUMABLE)
             if not _finished(out / "sft"):
                 train_sft(base, sft_data, out / "sft", config.sft.config, scenario_paths, progress=progress)
     else:
@@ -398,7 +401,8 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
                 train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
                 run_dir = out / f"train-{name}"
                 ledger.check_and_record(run_dir, {**_recorded(train_config), "pairs": settings.pair_kind},
-                                        policy_stage, *(path.name for path in files))
+                                        policy_stage, *(path.name for path in files),
+                                        free=() if _finished(run_dir) else TRAIN_RESUMABLE)
                 if _finished(run_dir):
                     result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
                 elif config.ray.train_workers is not None:
@@ -473,7 +477,8 @@ class _Candidate(NamedTuple):
 
 # Fields that do not change what a stage makes (how much to compute at once, how often to log and
 # save, where, which models to evaluate, how many test tasks: the test plan's first tasks stay the
-# same). Every other field is recorded in stages.json. The trainers resume with these changed too.
+# same). Every other field is recorded in stages.json. The trainers resume with these changed too, and
+# an unfinished trainer run also with its other resumable changes (a new budget or length).
 _UNRECORDED: dict[type[BaseModel], frozenset[str]] = {
     RolloutSettings: frozenset({"batch_size"}),
     EvalSettings: frozenset({"batch_size", "episodes", "include_base"}),
@@ -485,9 +490,8 @@ _BRANCH_PAIR_FIELDS = ("branch_samples", "tau", "states_per_trajectory", "branch
 
 
 def _recorded(settings: BaseModel, *exclude: str) -> dict[str, Any]:
-    """The settings a stage is recorded with: all but the unrecorded ones, and none at its default."""
-    return settings.model_dump(mode="json", exclude_defaults=True,
-                               exclude=_UNRECORDED.get(type(settings), frozenset()) | set(exclude))
+    """The settings a stage is recorded with: all but the unrecorded ones."""
+    return settings.model_dump(mode="json", exclude=_UNRECORDED.get(type(settings), frozenset()) | set(exclude))
 
 
 def _scenario_identity(scenario: Scenario) -> dict[str, Any]:
@@ -497,10 +501,20 @@ def _scenario_identity(scenario: Scenario) -> dict[str, Any]:
 
 
 def _model_identity(model_dir: Path) -> dict[str, Any]:
-    """A model given from outside, by path, and by size and time of its files (a rebuild in place changes them)."""
-    files = sorted(path for path in model_dir.glob("*") if path.is_file())
-    return {"path": str(model_dir.resolve()),
-            "files": {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in files}}
+    """A model given from outside, by the content of its files: a rebuild in place changes it, a copy or
+    a move does not. Files past 64 MiB (large weights) are known by their size and first and last MiB."""
+    identity = {}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(str(path.stat().st_size).encode())
+        with open(path, "rb") as file:
+            if path.stat().st_size <= 64 << 20:
+                digest.update(file.read())
+            else:
+                digest.update(file.read(1 << 20))
+                file.seek(-(1 << 20), 2)
+                digest.update(file.read())
+        identity[str(path.relative_to(model_dir))] = digest.hexdigest()[:16]
+    return identity
 
 
 def _kinds(kind: PairKind) -> tuple[str, ...]:

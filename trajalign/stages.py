@@ -7,10 +7,11 @@ the scenario, a model given from outside). A rerun whose fingerprint differs fro
 for an output that is still there, stops with an error that names the stage, the settings that
 changed and every recorded output made from it, instead of mixing results of two configurations.
 
-Settings are recorded without the fields at their defaults, so a field added by a later version of
-trajalign leaves existing records valid. An output that is there but not recorded (a run directory
-from before this ledger, or a file copied in by hand to reuse it) is taken as made with the current
-settings, and recorded so.
+Settings are recorded in full, defaults included, so a default that a later version of trajalign
+changes is a change. A setting the record does not have (a field added since) is taken as
+unchanged, since new fields keep the old behaviour at their defaults. An output that is there but not
+recorded (a run directory from before this ledger, or a file copied in by hand to reuse it) is taken
+as made with the current settings, and recorded so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,34 +43,56 @@ class StageLedger:
         self.records = self._read() if self.path.is_file() else {}
         self.fingerprints: dict[str, str] = {}  # of the stages and inputs met so far in this run
 
-    def check_and_record(self, output: Path, settings: Mapping[str, Any], *inputs: str) -> None:
+    def check_and_record(self, output: Path, settings: Mapping[str, Any], *inputs: str,
+                         free: Iterable[str] = ()) -> None:
         """Raise StaleStageError if `output` is there but was made otherwise; else record how it is made.
 
         A stage is named by its output's file name. `inputs` names the stages and outside inputs,
-        met earlier in this run, that it reads.
+        met earlier in this run, that it reads. Settings named in `free` may differ from the record
+        (an unfinished trainer run continues with a new budget).
         """
-        self._record(output.name, output, settings, inputs)
+        self._record(output.name, output, settings, inputs, frozenset(free))
 
     def note_input(self, name: str, settings: Mapping[str, Any]) -> None:
         """Something the run reads from outside its directory (the scenario, a given model): never stale
         itself, but the stages that read it are when it changes."""
-        self._record(name, None, settings, ())
+        self._record(name, None, settings, (), frozenset())
 
-    def _record(self, stage: str, output: Path | None, settings: Mapping[str, Any], inputs: tuple[str, ...]) -> None:
+    def _record(self, stage: str, output: Path | None, settings: Mapping[str, Any], inputs: tuple[str, ...],
+                free: frozenset[str]) -> None:
         settings = json.loads(json.dumps(settings, sort_keys=True))  # as it reads back from the file
         read = {name: self.fingerprints[name] for name in inputs}
+        recorded = self.records.get(stage)
+        if recorded is not None and not self._changes(recorded, settings, read, free):
+            # Unchanged: the stages made from it keep their records. New or free settings join the record.
+            self.fingerprints[stage] = recorded["fingerprint"]
+            if recorded["settings"] != settings:
+                self._write({**self.records, stage: {**recorded, "settings": settings}})
+            return
+        if recorded is not None and output is not None and output.exists():
+            raise StaleStageError(self._stale_message(stage, output, recorded, settings, read, free))
         fingerprint = hashlib.sha256(json.dumps({"settings": settings, "inputs": read},
                                                 sort_keys=True).encode()).hexdigest()
-        recorded = self.records.get(stage)
-        if recorded is not None and recorded["fingerprint"] != fingerprint and output is not None and output.exists():
-            raise StaleStageError(self._stale_message(stage, output, recorded, settings, read))
         self.fingerprints[stage] = fingerprint
-        if recorded is None or recorded["fingerprint"] != fingerprint:
-            self.records[stage] = {"in_run_dir": output is not None, "settings": settings, "inputs": read,
-                                   "fingerprint": fingerprint}
-            staging = self.path.with_name(self.path.name + ".tmp")
-            staging.write_text(json.dumps(self.records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-            staging.replace(self.path)
+        self._write({**self.records, stage: {"in_run_dir": output is not None, "settings": settings, "inputs": read,
+                                             "fingerprint": fingerprint}})
+
+    @staticmethod
+    def _changes(recorded: Mapping[str, Any], settings: Mapping[str, Any], read: Mapping[str, str],
+                 free: frozenset[str]) -> list[str]:
+        """What differs from the record: settings it has (but for `free` ones), then inputs."""
+        old, new = _flatten(recorded["settings"]), _flatten(settings)
+        changes = [f"{name}: {value} -> {new[name] if name in new else '(no longer a setting)'}"
+                   for name, value in sorted(old.items())
+                   if name.split(".")[0] not in free and new.get(name, _MISSING) != value]
+        return changes + [f"its input '{name}' changed" for name, fingerprint in read.items()
+                          if recorded["inputs"].get(name) != fingerprint]
+
+    def _write(self, records: dict[str, dict[str, Any]]) -> None:
+        self.records = records
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        staging.replace(self.path)
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
@@ -85,12 +108,8 @@ class StageLedger:
         return records
 
     def _stale_message(self, stage: str, output: Path, recorded: Mapping[str, Any], settings: Mapping[str, Any],
-                       read: Mapping[str, str]) -> str:
-        old, new = _flatten(recorded["settings"]), _flatten(settings)
-        changes = [f"{name}: {old.get(name, '(default)')!s} -> {new.get(name, '(default)')!s}"
-                   for name in sorted(old.keys() | new.keys()) if old.get(name, _MISSING) != new.get(name, _MISSING)]
-        changes += [f"its input '{name}' changed" for name, fingerprint in read.items()
-                    if recorded["inputs"].get(name) != fingerprint]
+                       read: Mapping[str, str], free: frozenset[str]) -> str:
+        changes = self._changes(recorded, settings, read, free)
         remove = [shlex.quote(str(self.out / name)) for name in [stage, *self._made_from(stage)]
                   if self.records[name]["in_run_dir"] and (self.out / name).exists()]
         return (f"{output} was made with other settings than this run's ({'; '.join(changes) or 'its inputs changed'}),"
