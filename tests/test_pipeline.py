@@ -208,6 +208,13 @@ def test_compare_runs_finds_a_copy_identical_and_names_the_file_an_episode_chang
     assert code == 1 and not result["identical"]
     assert result["files"]["eval-sft.jsonl"]["same"] == len(lines) - 1
     assert all(f["same"] == f["first"] for name, f in result["files"].items() if name != "eval-sft.jsonl")
+    # A file in one directory only, or none shared, is not a match.
+    shutil.copy(copy / "rollouts.jsonl", copy / "rollouts-greedy.jsonl")
+    code, result = compare()
+    assert code == 1 and result["only_in"] == {"first": [], "second": ["rollouts-greedy.jsonl"]}
+    run = subprocess.run([sys.executable, str(script), str(out.parent), str(copy.parent)], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "share no JSONL file" in run.stderr
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -248,13 +255,14 @@ def test_every_unrecorded_setting_names_a_field_and_pair_fields_are_split_betwee
     assert not set(_OUTCOME_PAIR_FIELDS) & set(_BRANCH_PAIR_FIELDS)
 
 
-def test_a_model_given_from_outside_is_known_by_its_files_not_only_its_path(smoke_run, tmp_path):
+def test_a_model_given_from_outside_is_known_by_its_files_not_its_path(smoke_run, tmp_path):
     from trajalign.pipeline import _model_identity
 
     _, out, _ = smoke_run
     model = shutil.copytree(out / "sft" / "model", tmp_path / "model")
-    first = _model_identity(model)
-    assert _model_identity(model) == first
+    assert _model_identity(model) == _model_identity(out / "sft" / "model")  # a copy is the same model
     weights = model / "model.safetensors"
-    weights.write_bytes(weights.read_bytes())  # rebuilt in place: same path, new file
-    assert _model_identity(model) != first
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # rebuilt in place: same path and size, other weights
+    weights.write_bytes(bytes(data))
+    assert _model_identity(model) != _model_identity(out / "sft" / "model")
