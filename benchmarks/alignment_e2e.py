@@ -71,6 +71,7 @@ def main() -> int:
                         "reject the greedy failures (rollouts.greedy_probe)")
     parser.add_argument("--eval-episodes", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (as separate processes)")
+    parser.add_argument("--name", help="result file name (in benchmarks/results); default: from the settings")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-align"))
     args = parser.parse_args()
 
@@ -137,7 +138,7 @@ def main() -> int:
     name += f"_{args.epochs}ep" if args.epochs != 2 else ""
     name += f"_gamma{args.gamma:g}" if args.gamma != 0.9 else ""
     name += f"_temp{args.temperature:g}" if args.temperature != 1.0 else ""
-    print(f"results: {write_results(name, payload, table)}")
+    print(f"results: {write_results(args.name or name, payload, table)}")
     return 0
 
 
@@ -159,7 +160,7 @@ def run_seeds(configs: list[RunConfig], jobs: int) -> list[PipelineResult]:
             config.out.mkdir(parents=True, exist_ok=True)
             path = config.out / "pipeline.yaml"
             path.write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
-            log = open(config.out / "pipeline.log", "w")
+            log = open(config.out / "pipeline.log", "a")  # a rerun that reuses stages keeps the first run's log
             running.append((subprocess.Popen([sys.executable, "-m", "trajalign", "run", "--config", str(path),
                                               "--no-progress"], stdout=log, stderr=subprocess.STDOUT), config))
         for process, config in list(running):

@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add_pairs_commands(commands)
 
     run = commands.add_parser("run", help="the whole job: tiny model, SFT, rollouts, pairs, preference training, eval")
-    run.add_argument("--config", type=Path, help="YAML file of settings (see docs/pipeline.md); default: the small default")
+    run.add_argument("--config", type=Path, help="YAML file of settings (see docs/alignment.md); default: the small default")
     run.add_argument("--out", type=Path, help="run directory (overrides the config's `out`)")
     run.add_argument("--scenario", help="scenario (overrides the config's `scenario`)")
     run.add_argument("--seed", type=int, help="seed of rollouts, pairs and training (overrides the config's `seed`)")
