@@ -3,9 +3,10 @@
 `run_pipeline` skips a stage whose output is complete and continues one that was cut short. That is
 right only while the settings that made the output still hold. Each stage is therefore recorded in
 `stages.json`: its own settings and a fingerprint that also covers its inputs (the stages it read,
-the scenario, a model given from outside). A rerun whose fingerprint differs from the recorded one,
+the scenario, a model given from outside). A rerun whose settings or inputs differ from the record,
 for an output that is still there, stops with an error that names the stage, the settings that
 changed and every recorded output made from it, instead of mixing results of two configurations.
+The fingerprint is what the stages made from it record as their input.
 
 Settings are recorded in full, defaults included, so a default that a later version of trajalign
 changes is a change. A setting the record does not have (a field added since) is taken as
