@@ -298,9 +298,10 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
         with stage("sft"):
             # A finished run is kept as it is, even if it stopped at its time budget: later stages used it.
             sft_model = out / "sft" / "model"
+            sft_finished = _finished(out / "sft")
             ledger.check_and_record(out / "sft", _recorded(config.sft.config), base_stage, sft_data.name,
-                                    free=() if _finished(out / "sft") else SFT_RESUMABLE)
-            if not _finished(out / "sft"):
+                                    free=() if sft_finished else SFT_RESUMABLE)
+            if not sft_finished:
                 train_sft(base, sft_data, out / "sft", config.sft.config, scenario_paths, progress=progress)
     else:
         sft_data, sft_model = None, base
@@ -400,10 +401,11 @@ def run_pipeline(config: RunConfig, progress: bool = True, log: Callable[[str], 
             with stage(f"train {name}"):
                 train_config = config.train.config.model_copy(update={"loss": settings.loss_config(), "seed": config.seed})
                 run_dir = out / f"train-{name}"
+                finished = _finished(run_dir)
                 ledger.check_and_record(run_dir, {**_recorded(train_config), "pairs": settings.pair_kind},
                                         policy_stage, *(path.name for path in files),
-                                        free=() if _finished(run_dir) else TRAIN_RESUMABLE)
-                if _finished(run_dir):
+                                        free=() if finished else TRAIN_RESUMABLE)
+                if finished:
                     result = TrainResult.model_validate_json((run_dir / "result.json").read_text(encoding="utf-8"))
                 elif config.ray.train_workers is not None:
                     from trajalign.ray_train import train_preferences_on_ray
