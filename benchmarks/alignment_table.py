@@ -27,21 +27,29 @@ Web domains need longer contexts: their episodes (an accessibility tree per obse
 and their rollouts step 4 browsers at a time instead of 16.
 
     python benchmarks/alignment_table.py [--domains filesystem retail shop] [--seeds 0 1 2] [--jobs N]
-        [--quick | --smoke] [--out runs/bench-table]
+        [--quick | --smoke] [--out runs/bench-table] [--name NAME]
 
 Sizes: full (default; docs/benchmarks.md gives its run time), --quick (3 domains x 1 seed, about a
 minute of SFT per domain, 30 test episodes, 2 PPO iterations), --smoke (filesystem x 1 seed, the
 smallest run that goes through every stage and row; tool use only, since a web cell takes minutes;
 its barely trained SFT policy rarely succeeds, so branching usually finds no value gap and the
 stepwise row shows n/a after the branch-pair stage ran).
-Writes `alignment_table[_quick|_smoke].json/.md/.png` to the results folder; work folders go to
-`<out>/<size>/<domain>/seed-<k>/`, and a rerun reuses every stage a previous run finished (after
-editing `SIZES`, the pipeline stops at the first stage made with other settings: use a fresh --out).
+Writes `alignment_table[_quick|_smoke].json/.md/.png` (or `--name`) to the results folder; work
+folders go to `<out>/<size>/<domain>/seed-<k>/`, and a rerun reuses every stage a previous run
+finished (after editing `SIZES`, the pipeline stops at the first stage made with other settings: use
+a fresh --out).
+
+A full table takes hours, so it can be built in parts: run some domains or seeds at a time, keep
+each run's result file (rename it, or give `--name`), then assemble the table from their cells:
+
+    python benchmarks/alignment_table.py --merge results/alignment_table_tool_use.json \
+        results/alignment_table_shop.json --name alignment_table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -226,17 +234,17 @@ def cell_scores(pipeline: PipelineResult, ppo: Any | None) -> dict[str, dict[str
     return scores
 
 
-def aggregate(scores: dict[tuple[str, int], dict[str, dict[str, Any]]], domains: list[str],
-              seeds: list[int]) -> list[dict[str, Any]]:
-    """Mean and std over seeds for each (domain, row); rows with no seed are kept with n = 0."""
+def aggregate(scores: dict[tuple[str, int], dict[str, dict[str, Any]]], domains: list[str]) -> list[dict[str, Any]]:
+    """Mean and std over a domain's seeds for each (domain, row); rows with no seed are kept with n = 0."""
     summary = []
     for domain in domains:
+        seeds = sorted(seed for cell_domain, seed in scores if cell_domain == domain)
         for row in ROWS:
             runs = [scores[(domain, seed)][row] for seed in seeds if row in scores[(domain, seed)]]
             success = [run["success"] for run in runs]
             reward = [run["reward"] for run in runs]
             summary.append({
-                "domain": domain, "row": row, "seeds": len(runs),
+                "domain": domain, "row": row, "seeds": len(runs), "domain_seeds": len(seeds),
                 "success_mean": statistics.fmean(success) if runs else None,
                 "success_std": statistics.stdev(success) if len(runs) > 1 else 0.0,
                 "reward_mean": statistics.fmean(reward) if runs else None,
@@ -248,13 +256,14 @@ def aggregate(scores: dict[tuple[str, int], dict[str, dict[str, Any]]], domains:
     return summary
 
 
-def results_table(summary: list[dict[str, Any]], total_seeds: int) -> str:
+def results_table(summary: list[dict[str, Any]]) -> str:
     rows = []
     for entry in summary:
         if entry["seeds"] == 0:
             rows.append([entry["domain"], ROWS[entry["row"]], "n/a (no pairs in any seed)", "", "", "", ""])
             continue
-        seeds = str(entry["seeds"]) if entry["seeds"] == total_seeds else f"{entry['seeds']} of {total_seeds}"
+        seeds = str(entry["seeds"]) if entry["seeds"] == entry["domain_seeds"] else \
+            f"{entry['seeds']} of {entry['domain_seeds']}"
         rows.append([entry["domain"], ROWS[entry["row"]],
                      f"{entry['success_mean']:.1%} ± {entry['success_std']:.1%}",
                      f"{entry['reward_mean']:.3f} ± {entry['reward_std']:.3f}",
@@ -305,46 +314,96 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="3 domains x 1 seed at much reduced sizes")
     mode.add_argument("--smoke", action="store_true", help="the smallest run through every row (filesystem only)")
+    mode.add_argument("--merge", type=Path, nargs="+", metavar="RESULT_JSON",
+                      help="run nothing: one table from the cells of earlier runs' result files (same size)")
     parser.add_argument("--domains", nargs="+", help=f"default: {' '.join(DEFAULT_DOMAINS)} (smoke: filesystem)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (quick and smoke: 0)")
     parser.add_argument("--jobs", type=int, default=1, help="(domain, seed) pipelines run in parallel as processes")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-table"), help="work folders go under <out>/<size>")
+    parser.add_argument("--name", help="result file name (default: alignment_table[_quick|_smoke])")
     args = parser.parse_args(argv)
+    if args.merge and (args.domains or args.seeds):
+        parser.error("--merge takes its domains and seeds from the result files; drop --domains and --seeds")
     args.size = "smoke" if args.smoke else "quick" if args.quick else "full"
     args.domains = args.domains or SIZE_DOMAINS[args.size]
     args.seeds = args.seeds or SIZE_SEEDS[args.size]
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (domain, seed) cell's pipeline and PPO run, as the records a result file keeps."""
     size = SIZES[args.size]
-    started = time.perf_counter()
     cells = [Cell(domain, seed, args.out / args.size / domain / f"seed-{seed}", load_scenario(domain).kind == "web")
              for domain in args.domains for seed in args.seeds]
     print(f"alignment table ({args.size}): domains {', '.join(args.domains)}; seeds {' '.join(map(str, args.seeds))}",
           flush=True)
     pipelines = run_pipelines(cells, size, args.jobs)
     ppo = run_ppo(cells, size)
-    scores = {key: cell_scores(pipelines[key], ppo.get(key)) for key in pipelines}
-    summary = aggregate(scores, args.domains, args.seeds)
-    seconds = time.perf_counter() - started
+    return [{"domain": domain, "seed": seed, "scores": cell_scores(pipelines[(domain, seed)], ppo.get((domain, seed))),
+             "pipeline": pipelines[(domain, seed)].model_dump(mode="json"),
+             "ppo": ppo[(domain, seed)].model_dump(mode="json") if (domain, seed) in ppo else None}
+            for domain, seed in pipelines]
 
-    name = "alignment_table" if args.size == "full" else f"alignment_table_{args.size}"
-    table = (f"{results_table(summary, len(args.seeds))}\n\n"
-             f"Size {args.size}, seeds {' '.join(map(str, args.seeds))}, wall time {seconds / 60:.1f} min.\n\n"
+
+def merged_cells(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """The cells of earlier result files, their common size, and where each file came from.
+
+    A cell found in two files must have the same scores in both; files of different sizes are refused.
+    """
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    origin: dict[tuple[str, int], Path] = {}
+    size, size_file, sources = None, None, []
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--merge {path}: cannot read it as JSON ({exc})") from None
+        if not str(data.get("benchmark", "")).startswith("alignment_table") or "cells" not in data:
+            raise SystemExit(f"--merge {path}: not an alignment_table result file (no 'cells')")
+        if size is None:
+            size, size_file = data["size"], path
+        elif data["size"] != size:
+            changed = sorted(key for key in size if data["size"].get(key) != size[key])
+            raise SystemExit(f"--merge: {path} and {size_file} ran at different sizes ({', '.join(changed)} "
+                             "differ); their cells cannot share a table")
+        for cell in data["cells"]:
+            key = (cell["domain"], cell["seed"])
+            if key in cells and cells[key]["scores"] != cell["scores"]:
+                raise SystemExit(f"--merge: {key[0]} seed {key[1]} has different scores in {origin[key]} and {path}")
+            cells.setdefault(key, cell)
+            origin.setdefault(key, path)
+        sources.append({"file": str(path), "date": data.get("date"), "seconds": data.get("seconds")})
+    return list(cells.values()), size, sources
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if args.merge:
+        cells, size, sources = merged_cells(args.merge)
+        domains = list(dict.fromkeys(cell["domain"] for cell in cells))
+        size_name = next((name for name, known in SIZES.items() if asdict(known) == size), "unknown")
+    else:
+        cells, size, sources = run_cells(args), asdict(SIZES[args.size]), []
+        domains, size_name = args.domains, args.size
+    scores = {(cell["domain"], cell["seed"]): cell["scores"] for cell in cells}
+    summary = aggregate(scores, domains)
+    seconds = time.perf_counter() - started
+    if args.merge:
+        how = "assembled from " + ", ".join(f"{Path(source['file']).name} ({source['date']})" for source in sources)
+    else:
+        how = f"seeds {' '.join(map(str, args.seeds))}, wall time {seconds / 60:.1f} min"
+
+    name = args.name or ("alignment_table" if size_name == "full" else f"alignment_table_{size_name}")
+    table = (f"{results_table(summary)}\n\nSize {size_name}, {how}.\n\n"
              "Published results, for reference only: 7B models fine-tuned on expert data, not comparable with a "
              f"tiny model trained from scratch on CPU.\n\n{published_table()}")
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(summary, args.domains, RESULTS / f"{name}.png",
-         f"Held-out test success, tiny model, mean ± std over {len(args.seeds)} seed(s) ({args.size})")
-    payload = {"args": {key: str(value) for key, value in vars(args).items()}, "size": asdict(size),
-               "seconds": round(seconds, 1), "summary": summary,
-               "cells": [{"domain": domain, "seed": seed, "scores": scores[(domain, seed)],
-                          "pipeline": pipelines[(domain, seed)].model_dump(mode="json"),
-                          "ppo": ppo[(domain, seed)].model_dump(mode="json") if (domain, seed) in ppo else None}
-                         for domain, seed in pipelines],
+    plot(summary, domains, RESULTS / f"{name}.png",
+         f"Held-out test success, tiny model, mean ± std over seeds ({size_name})")
+    payload = {"args": {key: str(value) for key, value in vars(args).items()}, "size": size,
+               "seconds": round(seconds, 1), "sources": sources, "summary": summary, "cells": cells,
                "published": PUBLISHED}
     print(f"results: {write_results(name, payload, table)} (plot: {RESULTS / f'{name}.png'})")
     return 0
