@@ -42,8 +42,8 @@ a fresh --out).
 A full table takes hours, so it can be built in parts: run some domains or seeds at a time, keep
 each run's result file (rename it, or give `--name`), then assemble the table from their cells:
 
-    python benchmarks/alignment_table.py --merge results/alignment_table_tool_use.json \
-        results/alignment_table_shop.json --name alignment_table
+    python benchmarks/alignment_table.py --merge benchmarks/results/alignment_table_filesystem.json \
+        benchmarks/results/alignment_table_retail.json --name alignment_table_tool_use
 """
 
 from __future__ import annotations
@@ -325,8 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.merge and (args.domains or args.seeds):
         parser.error("--merge takes its domains and seeds from the result files; drop --domains and --seeds")
     args.size = "smoke" if args.smoke else "quick" if args.quick else "full"
-    args.domains = args.domains or SIZE_DOMAINS[args.size]
-    args.seeds = args.seeds or SIZE_SEEDS[args.size]
+    if not args.merge:
+        args.domains = args.domains or SIZE_DOMAINS[args.size]
+        args.seeds = args.seeds or SIZE_SEEDS[args.size]
     return args
 
 
@@ -358,8 +359,9 @@ def merged_cells(files: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise SystemExit(f"--merge {path}: cannot read it as JSON ({exc})") from None
-        if not str(data.get("benchmark", "")).startswith("alignment_table") or "cells" not in data:
-            raise SystemExit(f"--merge {path}: not an alignment_table result file (no 'cells')")
+        if not isinstance(data, dict) or not str(data.get("benchmark", "")).startswith("alignment_table") \
+                or "cells" not in data or "size" not in data:
+            raise SystemExit(f"--merge {path}: not an alignment_table result file (no 'cells' and 'size')")
         if size is None:
             size, size_file = data["size"], path
         elif data["size"] != size:
