@@ -16,6 +16,7 @@ is written.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections import Counter
@@ -110,7 +111,10 @@ def main() -> int:
     rows.append(["episodes"] + [str(count) for _, count, _, _ in columns])
     rows.append(["episodes by status"] + [", ".join(f"{status} {n}" for status, n in statuses.most_common())
                                            for _, _, statuses, _ in columns])
-    print(markdown_table(["action outcome"] + [str(path) for path, *_ in columns], rows))
+    # Columns are named relative to the folder the files share (a run directory, usually).
+    folder = Path(os.path.commonpath([path.resolve().parent for path in args.episodes]))
+    print(f"episode files in {os.path.relpath(folder)}:\n")
+    print(markdown_table(["action outcome"] + [str(path.resolve().relative_to(folder)) for path, *_ in columns], rows))
     print()
     for kind in shown:
         if kind in all_messages:

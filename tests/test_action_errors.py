@@ -77,6 +77,7 @@ def test_web_actions_by_kind(shared_env, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
             for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert rows["action outcome"] == ["web.jsonl", "tool-use.jsonl"]  # named within their common folder
     assert rows["accepted"] == ["2 (33%)", "2 (33%)"]
     assert rows["no element with that id"] == ["1 (17%)", "0 (0%)"]
     assert rows["the tool or page action failed"] == ["0 (0%)", "1 (17%)"]
