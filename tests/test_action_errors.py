@@ -47,11 +47,16 @@ WEB_ACTIONS = [
 ]
 
 
-def test_tool_use_actions_by_kind(tmp_path):
+def tool_use_episode():
     env = make_env("filesystem", max_invalid_actions=10)
-    trajectory = run_episode(env, ReplayAgent(TOOL_USE_ACTIONS), seed=0)
-    env.close()
-    kinds, messages = action_outcomes([trajectory])
+    try:
+        return run_episode(env, ReplayAgent(TOOL_USE_ACTIONS), seed=0)
+    finally:
+        env.close()
+
+
+def test_tool_use_actions_by_kind():
+    kinds, messages = action_outcomes([tool_use_episode()])
     assert kinds == Counter({"accepted": 2, "not one tool call": 1, "unknown tool": 1, "wrong arguments": 1,
                              "the tool or page action failed": 1})
     assert next(iter(messages["unknown tool"])).startswith("Unknown tool 'fly'")
@@ -66,12 +71,10 @@ def test_web_actions_by_kind(shared_env, tmp_path):
 
     # The script: one column per file, the kinds of both files as rows.
     files = []
-    for name, items in (("web", [trajectory]), ("tool-use", [run_episode(make_env("filesystem", max_invalid_actions=10),
-                                                                          ReplayAgent(TOOL_USE_ACTIONS), seed=0)])):
+    for name, episode in (("web", trajectory), ("tool-use", tool_use_episode())):
         files.append(tmp_path / f"{name}.jsonl")
         with JsonlWriter(files[-1]) as writer:
-            for item in items:
-                writer.write(item)
+            writer.write(episode)
     done = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), *map(str, files)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
