@@ -9,8 +9,9 @@ a `Last action error: ...` line (web and MiniWoB++ environments).
     python benchmarks/action_errors.py runs/bench-table/full/shop/seed-0/eval-sft.jsonl \
         runs/bench-table/full/shop/seed-0/eval-dpo.jsonl
 
-Prints a markdown table, one column per file, and the most common message of each kind; nothing
-is written.
+Prints a markdown table, one column per file, and the most common message of each kind; with
+`--actions N`, also each file's N most common actions and how the environment took them. Nothing is
+written.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def kind_of(message: str | None) -> str:
     return next((kind for kind, pattern in KINDS if pattern.search(message)), OTHER)
 
 
-def action_outcomes(trajectories: list[Trajectory]) -> tuple[Counter[str], dict[str, Counter[str]]]:
-    """Actions per kind, and per kind the messages (ids and quoted values kept) with their counts."""
+def action_outcomes(trajectories: list[Trajectory], actions: Counter[tuple[str, str]] | None = None
+                    ) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Actions per kind, and per kind the messages (ids and quoted values kept) with their counts.
+    `actions`, when given, counts each (action text, kind)."""
     kinds: Counter[str] = Counter()
     messages: dict[str, Counter[str]] = {}
     for trajectory in trajectories:
@@ -78,6 +81,8 @@ def action_outcomes(trajectories: list[Trajectory]) -> tuple[Counter[str], dict[
             message = reported_error(after.text)
             kind = kind_of(message)
             kinds[kind] += 1
+            if actions is not None:
+                actions[(turn.text, kind)] += 1
             if message is not None:
                 messages.setdefault(kind, Counter())[message] += 1
     return kinds, messages
@@ -86,15 +91,17 @@ def action_outcomes(trajectories: list[Trajectory]) -> tuple[Counter[str], dict[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("episodes", type=Path, nargs="+", help="episode JSONL files (rollouts or evaluations)")
+    parser.add_argument("--actions", type=int, default=0, metavar="N", help="list each file's N most common actions")
     args = parser.parse_args()
-    columns, all_messages = [], {}
+    columns, all_messages, common_actions = [], {}, {}
     for path in args.episodes:
         if not path.is_file():
             raise SystemExit(f"{path}: no such file")
         trajectories = read_jsonl(path, Trajectory)
         if not trajectories:
             raise SystemExit(f"{path} holds no episodes")
-        kinds, messages = action_outcomes(trajectories)
+        common_actions[path] = Counter()
+        kinds, messages = action_outcomes(trajectories, common_actions[path])
         statuses = Counter(trajectory.status for trajectory in trajectories)
         columns.append((path, len(trajectories), statuses, kinds))
         for kind, counter in messages.items():
@@ -120,6 +127,11 @@ def main() -> int:
         if kind in all_messages:
             message, count = all_messages[kind].most_common(1)[0]
             print(f"- {kind}, most common ({count} of {sum(all_messages[kind].values())}): {message[:160]}")
+    for path, counter in common_actions.items():
+        if args.actions > 0:
+            print(f"\n{path.resolve().relative_to(folder)}, most common actions:")
+            for (text, kind), count in counter.most_common(args.actions):
+                print(f"- {count} x {text[:120]} ({kind})")
     return 0
 
 

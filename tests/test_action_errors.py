@@ -75,7 +75,7 @@ def test_web_actions_by_kind(shared_env, tmp_path):
         files.append(tmp_path / f"{name}.jsonl")
         with JsonlWriter(files[-1]) as writer:
             writer.write(episode)
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), *map(str, files)],
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), *map(str, files), "--actions", "6"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
@@ -85,6 +85,8 @@ def test_web_actions_by_kind(shared_env, tmp_path):
     assert rows["no element with that id"] == ["1 (17%)", "0 (0%)"]
     assert rows["the tool or page action failed"] == ["0 (0%)", "1 (17%)"]
     assert rows["episodes"] == ["1", "1"]
+    assert '- 1 x click("no-such-id") (no element with that id)' in done.stdout
+    assert '- 1 x {"name": "fly", "arguments": {}} (unknown tool)' in done.stdout
 
     missing = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), str(tmp_path / "nope.jsonl")],
                              capture_output=True, text=True, timeout=120)
