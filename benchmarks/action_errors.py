@@ -100,8 +100,9 @@ def main() -> int:
         trajectories = read_jsonl(path, Trajectory)
         if not trajectories:
             raise SystemExit(f"{path} holds no episodes")
-        common_actions[path] = Counter()
-        kinds, messages = action_outcomes(trajectories, common_actions[path])
+        if args.actions > 0:
+            common_actions[path] = Counter()
+        kinds, messages = action_outcomes(trajectories, common_actions.get(path))
         statuses = Counter(trajectory.status for trajectory in trajectories)
         columns.append((path, len(trajectories), statuses, kinds))
         for kind, counter in messages.items():
@@ -128,10 +129,9 @@ def main() -> int:
             message, count = all_messages[kind].most_common(1)[0]
             print(f"- {kind}, most common ({count} of {sum(all_messages[kind].values())}): {message[:160]}")
     for path, counter in common_actions.items():
-        if args.actions > 0:
-            print(f"\n{path.resolve().relative_to(folder)}, most common actions:")
-            for (text, kind), count in counter.most_common(args.actions):
-                print(f"- {count} x {text[:120]} ({kind})")
+        print(f"\n{path.resolve().relative_to(folder)}, most common actions:")
+        for (text, kind), count in counter.most_common(args.actions):
+            print(f"- {count} x {text[:120]} ({kind})")
     return 0
 
 

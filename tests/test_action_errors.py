@@ -87,6 +87,9 @@ def test_web_actions_by_kind(shared_env, tmp_path):
     assert rows["episodes"] == ["1", "1"]
     assert '- 1 x click("no-such-id") (no element with that id)' in done.stdout
     assert '- 1 x {"name": "fly", "arguments": {}} (unknown tool)' in done.stdout
+    plain = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), *map(str, files)],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and "most common actions" not in plain.stdout, plain.stderr
 
     missing = subprocess.run([sys.executable, str(BENCHMARKS / "action_errors.py"), str(tmp_path / "nope.jsonl")],
                              capture_output=True, text=True, timeout=120)
