@@ -37,6 +37,23 @@ def test_merging_two_domains_gives_the_table_of_the_run_that_did_both(tmp_path):
     assert (tmp_path / "merged.png").stat().st_size > 0
 
 
+def test_the_committed_full_table_comes_from_the_committed_runs(tmp_path):
+    """alignment_table.json (docs/benchmarks.md, every domain) was merged from merged files; merging the five runs
+    that did the work (two tool-use domains, three shop seeds) directly must give the same 3 x 3 summary."""
+    done = merge(tmp_path, RESULTS / "alignment_table_filesystem.json", RESULTS / "alignment_table_retail.json",
+                 *(RESULTS / f"alignment_table_shop_seed{seed}.json" for seed in range(3)))
+    assert done.returncode == 0, done.stderr
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    table = json.loads((RESULTS / "alignment_table.json").read_text())
+    assert merged["summary"] == table["summary"]
+    assert sorted((cell["domain"], cell["seed"]) for cell in merged["cells"]) == [
+        (domain, seed) for domain in ("filesystem", "retail", "shop") for seed in range(3)]
+    assert all(entry["domain_seeds"] == 3 for entry in merged["summary"])
+    shop = json.loads((RESULTS / "alignment_table_shop.json").read_text())  # the rerun of seed 0, not its first run
+    assert [Path(source["file"]).name for source in shop["sources"]] == [
+        f"alignment_table_shop_seed{seed}.json" for seed in range(3)]
+
+
 def test_merge_refuses_other_sizes_and_conflicting_cells(tmp_path):
     sizes = merge(tmp_path, RESULTS / "alignment_table_filesystem.json", RESULTS / "alignment_table_quick.json")
     assert sizes.returncode != 0 and "ran at different sizes" in sizes.stderr and "sft_seconds" in sizes.stderr
