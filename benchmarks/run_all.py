@@ -12,11 +12,11 @@ folders (models, runs) go under `runs/bench-all-<mode>/`. The run ends with `run
 each benchmark's command, exit status and wall time.
 
 Sizes: --quick regenerates every table at reduced size in under 30 minutes on 2 CPU cores; full
-size takes hours (docs/benchmarks.md lists each script's run time). --smoke exists so the scripts
-cannot rot: it runs each at the smallest size that still exercises its whole path. Benchmarks
-marked heavy (Ray actors, RLlib, the whole `trajalign run` pipeline) take a minute or more even
-then; `--smoke --light` leaves them out (the fast test suite), `--smoke --only <heavy names>` runs
-them (the slow test suite).
+size takes roughly half a day, most of it the alignment table (docs/benchmarks.md, "Full-size run
+time per script"). --smoke exists so the scripts cannot rot: it runs each at the smallest size that
+still exercises its whole path. Benchmarks marked heavy (Ray actors, RLlib, the whole
+`trajalign run` pipeline) take a minute or more even then; `--smoke --light` leaves them out (the
+fast test suite), `--smoke --only <heavy names>` runs them (the slow test suite).
 """
 
 from __future__ import annotations
